@@ -1,0 +1,3 @@
+from pxcontrol.cli import main
+
+main()

@@ -1,0 +1,247 @@
+"""The `pxcontrol` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from pxcontrol import __version__
+from pxcontrol.actions import ActionSpec, TooManyArguments, arguments_from_list
+from pxcontrol.app import App, LoadedShow, collect_module_types, load_show
+from pxcontrol.catalog import Catalog, DuplicateModuleType
+from pxcontrol.director import run_director, stop_on_signals
+from pxcontrol.events import Event
+from pxcontrol.loader import resolve_show_path
+from pxcontrol.plugins import load_dropins, make_plugin_manager
+from pxcontrol.problems import Problem, Severity, ShowInvalid
+
+cli = typer.Typer(
+    help="Show control for media-server rigs: client backup, takeover, device actions, OSC.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ShowArg = Annotated[
+    Path | None,
+    typer.Argument(help="show folder (with show.toml) or file; default ./show.toml, else the demo"),
+]
+ShowOpt = Annotated[
+    Path | None,
+    typer.Option("--show", "-s", help="show folder or file; default ./show.toml, else the demo"),
+]
+
+
+def main() -> None:
+    cli()
+
+
+@cli.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=True)],
+    )
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    out.print(f"pxcontrol {__version__}")
+
+
+@cli.command()
+def check(show: ShowArg = None) -> None:
+    """Check a show file and its modules folder; exit 1 listing every problem."""
+    path = resolve_show_path(show)
+    loaded = _load_or_exit(path)
+    _print_problems(loaded.warnings)
+    s = loaded.show
+    out.print(
+        f"[green]✓[/] {path}: {len(s.clients)} clients, {len(s.modules)} modules, "
+        f"{len(s.mappings)} mappings"
+    )
+
+
+@cli.command()
+def run(show: ShowArg = None) -> None:
+    """Run the director on a show until Ctrl-C."""
+    path = resolve_show_path(show)
+    loaded = _load_or_exit(path)
+    _print_problems(loaded.warnings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+
+        def started(app: App) -> None:
+            app.events.listen(_print_event)
+            out.print(f"[bold]pxcontrol[/] running {path} — Ctrl-C stops it")
+
+        await run_director(loaded, stop, on_started=started)
+        out.print("stopped: modules stopped, sockets closed")
+
+    asyncio.run(main())
+
+
+@cli.command()
+def modules(
+    show: ShowOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON with each action's schema")] = False,
+) -> None:
+    """List module types and their actions, with parameters, types, defaults and descriptions."""
+    catalog = _catalog(show)
+    if as_json:
+        data = {
+            t.name: {
+                "plugin": t.plugin,
+                "description": t.description,
+                "settings": t.cls.Settings.model_json_schema(),
+                "actions": {n: a.schema() for n, a in t.actions.items()},
+            }
+            for t in catalog
+        }
+        print(json.dumps(data, indent=2))
+        return
+    for mtype in catalog:
+        out.print(
+            Text.assemble(
+                (mtype.name, "bold cyan"), f"  {mtype.description}  ", (f"[{mtype.plugin}]", "dim")
+            )
+        )
+        for spec in mtype.actions.values():
+            out.print(Text.assemble("  ", (spec.name, "bold"), f"  {spec.description}"))
+            out.print(_params_table(spec))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+def call(
+    action: Annotated[str, typer.Argument(help="ModuleName.ActionName, e.g. Log.Entry")],
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="key=value (values read as JSON where the type is not text), or in order"
+        ),
+    ] = None,
+    show: ShowOpt = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds; default the action's")] = None,
+) -> None:
+    """Run one action with the show's module settings and print the result."""
+    path = resolve_show_path(show)
+    loaded = _load_or_exit(path)
+    module = action.split(".", 1)[0]
+    if module not in loaded.show.modules:
+        known = ", ".join(loaded.show.modules) or "none"
+        err.print(f"[red]error:[/] {path} has no module {module!r} (modules: {known})")
+        raise typer.Exit(1)
+
+    async def main() -> int:
+        app = App(loaded)
+        await app.start(only={module})
+        try:
+            try:
+                _, spec = app.resolve(action)
+                values = arguments_from_list(spec, args or [])
+            except (LookupError, TooManyArguments) as exc:
+                err.print(f"[red]error:[/] {exc}")
+                return 1
+            record = await app.run_action(action, values, timeout=timeout, source="cli")
+        finally:
+            await app.stop()
+        if record.ok:
+            result = "" if record.result is None else f" → {record.result!r}"
+            out.print(f"[green]ok[/] {action} in {record.duration * 1000:.1f} ms{result}")
+            return 0
+        err.print(f"[red]failed:[/] {record.error}")
+        return 1
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+# --- helpers ---
+
+
+def _load_or_exit(path: Path) -> LoadedShow:
+    try:
+        return load_show(path)
+    except ShowInvalid as exc:
+        _print_problems(exc.problems)
+        errors = sum(p.severity is Severity.ERROR for p in exc.problems)
+        err.print(f"[red]✗[/] {path}: {errors} error(s); nothing was started")
+        raise typer.Exit(1) from None
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        style = "red" if problem.severity is Severity.ERROR else "yellow"
+        err.print(Text(str(problem), style=style))
+
+
+def _catalog(show: Path | None) -> Catalog:
+    pm, problems = make_plugin_manager()
+    if show is not None:
+        problems += load_dropins(pm, resolve_show_path(show).parent / "modules")
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem.source}: {problem.message}")
+    try:
+        return collect_module_types(pm)
+    except (DuplicateModuleType, TypeError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _params_table(spec: ActionSpec) -> Table:
+    table = Table(box=None, padding=(0, 2), show_header=False, pad_edge=False)
+    table.add_column(style="green")
+    table.add_column(style="magenta")
+    table.add_column(style="dim")
+    table.add_column()
+    for name, field in spec.params.model_fields.items():
+        default = "required" if field.is_required() else f"= {field.default!r}"
+        table.add_row(f"    {name}", type_text(field.annotation), default, field.description or "")
+    if not spec.params.model_fields:
+        table.add_row("    (no parameters)", "", "", "")
+    return table
+
+
+def type_text(annotation: Any) -> str:
+    """`list[int | float | str | bool]`, `'GET' | 'POST'`: as a show programmer reads a type."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_text(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_text(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(type_text(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _print_event(event: Event) -> None:
+    fields = " ".join(f"{k}={v}" for k, v in event.fields.items())
+    style = "red" if event.kind in ("action.failed", "backup.failed", "alarm") else "cyan"
+    out.print(Text.assemble((f"{event.kind:<18}", style), fields))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Events: what happened, when, to whom. Mappings, hooks, OSC and the web page read them."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Event kinds the runtime raises; mappings may name these or `*` patterns over them.
+KINDS: dict[str, str] = {
+    "client.online": "a client's heartbeats are steady again",
+    "client.offline": "a client's heartbeats stopped for offline_after",
+    "backup.activated": "a takeover happened",
+    "backup.moved": "outputs moved with 'move to'",
+    "backup.failed": "a takeover could not happen",
+    "alarm": "something needs the operator (mass-failure guard, backup busy)",
+    "show.loaded": "the director started a show",
+    "show.reloaded": "the show or a module file changed and the new version is live",
+    "show.error": "a show or module file change was refused; the running show is unchanged",
+    "module.status": "a module's connection status changed",
+    "action.failed": "an action raised, timed out or was called with wrong arguments",
+    "log.entry": "a Log module wrote an entry",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    fields: dict[str, Any]
+    time: float = field(default_factory=time.time)
+    seq: int = 0
+
+    @property
+    def client(self) -> str | None:
+        return self.fields.get("client")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": self.time, "kind": self.kind, **self.fields}
+
+
+class EventLog:
+    """The recent events in order, and whoever listens for new ones."""
+
+    def __init__(self, keep: int = 2000) -> None:
+        self._events: deque[Event] = deque(maxlen=keep)
+        self._seq = itertools.count(1)
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def add(self, kind: str, fields: dict[str, Any]) -> Event:
+        event = Event(kind=kind, fields=fields, seq=next(self._seq))
+        self._events.append(event)
+        for listener in list(self._listeners):
+            listener(event)
+        return event
+
+    def listen(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._events)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def of_kind(self, kind: str) -> list[Event]:
+        return [e for e in self._events if e.kind == kind]

@@ -1,0 +1,208 @@
+"""Reading a show file: TOML syntax, then structure, each problem with its file and line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pxcontrol.problems import Problem, Severity, ShowInvalid, did_you_mean, key_text
+from pxcontrol.show import ShowFile
+from pxcontrol.toml_lines import key_lines, line_of
+
+SHOW_FILE = "show.toml"
+DEMO_SHOW = Path(__file__).parent / "demo" / SHOW_FILE
+
+Path_ = Sequence[str | int]
+
+
+def resolve_show_path(arg: str | Path | None) -> Path:
+    """A show is a folder with show.toml, or the file itself; none given means ./show.toml or the demo."""
+    if arg is None:
+        here = Path.cwd() / SHOW_FILE
+        return here if here.is_file() else DEMO_SHOW
+    path = Path(arg)
+    return path / SHOW_FILE if path.is_dir() else path
+
+
+@dataclass
+class Reporter:
+    """Collects problems against one show file, finding each key's line."""
+
+    file: Path
+    lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, path: Path_, message: str, hint: str = "", details: str = "") -> None:
+        self._add(path, message, hint, Severity.ERROR, details)
+
+    def warning(self, path: Path_, message: str, hint: str = "") -> None:
+        self._add(path, message, hint, Severity.WARNING, "")
+
+    def _add(self, path: Path_, message: str, hint: str, severity: Severity, details: str) -> None:
+        line = line_of(self.lines, path) if path else None
+        self.problems.append(
+            Problem(self.file, line, key_text(path), message, hint, severity, details)
+        )
+
+    @property
+    def has_errors(self) -> bool:
+        return any(p.severity is Severity.ERROR for p in self.problems)
+
+
+@dataclass
+class ShowSource:
+    path: Path
+    text: str
+    data: dict[str, Any]
+    lines: dict[tuple[str | int, ...], int]
+
+    def reporter(self) -> Reporter:
+        return Reporter(self.path, self.lines)
+
+
+def read_show(path: Path) -> ShowSource:
+    """The parsed TOML of a show file, or ShowInvalid saying why it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ShowInvalid(
+            [Problem(path, None, "", "no show file here", f"create {path} or name another show")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ShowInvalid([Problem(path, None, "", f"cannot read the show file: {exc}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        line = int(found.group(1)) if found else None
+        column = f", column {found.group(2)}" if found else ""
+        raise ShowInvalid(
+            [
+                Problem(
+                    path,
+                    line,
+                    "",
+                    f"TOML syntax error{column}: {message}",
+                    "fix the syntax on that line (quotes around text, '=' between key and value)",
+                )
+            ]
+        ) from None
+    return ShowSource(path=path, text=text, data=data, lines=key_lines(text))
+
+
+def parse_structure(source: ShowSource, report: Reporter) -> ShowFile:
+    """The show's tables and keys as models; problems go to `report`.
+
+    When parts are invalid, the valid parts are still returned, so the rules
+    can check them too and the user sees every problem in one pass.
+    """
+    try:
+        return ShowFile.model_validate(source.data)
+    except ValidationError as exc:
+        report_validation_error(report, exc, source.data, ShowFile)
+    valid: dict[str, Any] = {}
+    for key, value in source.data.items():
+        if key not in ShowFile.model_fields:
+            continue
+        if isinstance(value, list):
+            valid[key] = [item for item in value if _is_valid({key: [item]})]
+        elif isinstance(value, dict) and key == "modules":
+            valid[key] = {k: v for k, v in value.items() if _is_valid({key: {k: v}})}
+        elif _is_valid({key: value}):
+            valid[key] = value
+    return ShowFile.model_validate(valid)
+
+
+def _is_valid(piece: dict[str, Any]) -> bool:
+    try:
+        ShowFile.model_validate(piece)
+    except ValidationError:
+        return False
+    return True
+
+
+def report_validation_error(
+    report: Reporter,
+    error: ValidationError,
+    data: Any,
+    model: type[BaseModel],
+    prefix: Path_ = (),
+) -> None:
+    """Turn pydantic's errors into problems in the show's own words."""
+    for item in error.errors(include_url=False):
+        path = (*prefix, *_data_path(data, item["loc"]))
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            allowed = _fields_at(model, path[len(prefix) : -1])
+            hint = did_you_mean(str(path[-1]), allowed)
+            if allowed:
+                hint = (hint + " " if hint else "") + "allowed here: " + ", ".join(allowed)
+            report.error(path, f"unknown key {path[-1]!r}", hint)
+        elif kind == "missing":
+            report.error(path, "required key is missing", f"add {path[-1]} = ...")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got = item.get("input")
+            if not isinstance(got, dict | list):
+                message += f" (got {got!r})"
+            report.error(path, message)
+
+
+def _data_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """pydantic's error location with its own markers (union branches, validators) taken out."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif not isinstance(node, dict | list) or isinstance(part, int):
+            continue
+        elif "[" in str(part) or "-" in str(part):
+            continue  # a pydantic marker such as 'function-before[...]'
+        else:
+            path.append(part)  # a key that is missing or unknown
+            node = None
+    return tuple(path)
+
+
+def _fields_at(model: type[BaseModel], path: Path_) -> list[str]:
+    """The keys a table at `path` may hold, for 'allowed here' hints."""
+    annotation: Any = model
+    for part in path:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            info = annotation.model_fields.get(str(part))
+            if info is None:
+                return []
+            annotation = info.annotation
+        elif typing.get_origin(annotation) in (list, dict):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0])
+    return annotation

@@ -1,0 +1,169 @@
+"""The Module base class that every device module type derives from."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from pxcontrol.actions import ActionSpec, collect_actions
+from pxcontrol.tasks import cancel_and_wait
+
+
+class ModuleStatus(enum.StrEnum):
+    """Connection health, in Companion's words, so operators see the same thing everywhere."""
+
+    OK = "ok"
+    CONNECTING = "connecting"
+    DISCONNECTED = "disconnected"
+    CONNECTION_FAILURE = "connection_failure"
+    BAD_CONFIG = "bad_config"
+    UNKNOWN_ERROR = "unknown_error"
+    UNKNOWN_WARNING = "unknown_warning"
+
+
+class ModuleHost(Protocol):
+    """What a module may ask of the runtime that runs it."""
+
+    def emit(self, kind: str, fields: dict[str, Any]) -> None: ...
+    def status_changed(self, module: Module) -> None: ...
+
+
+class _DetachedHost:
+    """Stands in when a module runs outside a director (tests, `pxcontrol call`)."""
+
+    def emit(self, kind: str, fields: dict[str, Any]) -> None:
+        logging.getLogger("pxcontrol.events").info("%s %s", kind, fields)
+
+    def status_changed(self, module: Module) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between reconnect attempts: doubling from `first` up to `maximum`, with jitter."""
+
+    first: float = 0.25
+    maximum: float = 10.0
+    jitter: float = 0.2
+    # A connection that stayed up this long counts as healthy: the next loss
+    # starts again from `first` instead of waiting the long delay.
+    healthy_after: float = 5.0
+
+    def delays(self) -> Callable[[], float]:
+        current = self.first
+
+        def next_delay() -> float:
+            nonlocal current
+            delay = current * (1 + random.uniform(-self.jitter, self.jitter))
+            current = min(current * 2, self.maximum)
+            return delay
+
+        return next_delay
+
+
+class Module:
+    """A device module type. Subclass it, nest a `Settings` model, mark actions with @action.
+
+    A module instance is named in the show (`[modules.VideoRouter]`); its actions
+    are called as `VideoRouter.Route`. `start()` and `stop()` run with the show.
+    """
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    #: The name a show uses in `type = "..."`; defaults to the class name in lower case.
+    type_name: ClassVar[str | None] = None
+    actions: ClassVar[dict[str, ActionSpec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        settings = cls.__dict__.get("Settings")
+        if settings is not None and not issubclass(settings, Module.Settings):
+            raise TypeError(
+                f"{cls.__qualname__}.Settings must derive from Module.Settings "
+                "(it forbids unknown keys so a typo in the show is caught)"
+            )
+        cls.actions = collect_actions(cls)
+
+    def __init__(self, name: str, settings: BaseModel, host: ModuleHost | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.host: ModuleHost = host or _DetachedHost()
+        self.log = logging.getLogger(f"pxcontrol.module.{name}")
+        self.status = ModuleStatus.DISCONNECTED
+        self.status_message = ""
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle: override what the device needs ---
+
+    async def start(self) -> None:
+        """Open connections, start background work. Keep it short: use spawn() for loops."""
+        self.set_status(ModuleStatus.OK)
+
+    async def stop(self) -> None:
+        """Close what start() opened. Background tasks from spawn() are cancelled for you."""
+
+    # --- helpers for module authors ---
+
+    def set_status(self, status: ModuleStatus, message: str = "") -> None:
+        if (status, message) == (self.status, self.status_message):
+            return
+        self.status, self.status_message = status, message
+        self.host.status_changed(self)
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Raise an event in the director (its event log, mappings, hooks)."""
+        self.host.emit(kind, {"module": self.name, **fields})
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run background work that lives until the module stops."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}: {coro!r}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def maintain_connection(
+        self, session: Callable[[], Awaitable[None]], backoff: Backoff = Backoff()
+    ) -> None:
+        """Keep a connection up for as long as the module runs.
+
+        `session()` connects, calls `set_status(OK)` once the device answers, and
+        returns or raises when the connection is lost; this loop reports the
+        status and tries again after a growing delay. Start it with spawn().
+        """
+        loop = asyncio.get_running_loop()
+        next_delay = backoff.delays()
+        while True:
+            self.set_status(ModuleStatus.CONNECTING)
+            began = loop.time()
+            try:
+                await session()
+                self.set_status(ModuleStatus.DISCONNECTED, "connection closed by the device")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.set_status(ModuleStatus.CONNECTION_FAILURE, _describe(exc))
+            if loop.time() - began >= backoff.healthy_after:
+                next_delay = backoff.delays()
+            await asyncio.sleep(next_delay())
+
+    async def stop_tasks(self) -> None:
+        """Cancel what spawn() started; the runtime calls this after stop()."""
+        await cancel_and_wait(list(self._tasks))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.status}>"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

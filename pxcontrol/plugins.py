@@ -1,0 +1,133 @@
+"""The plugin manager: default plugins, installed ones (entry points), a show's drop-in files."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import itertools
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pluggy
+
+from pxcontrol import hookspecs
+
+ENTRY_POINT_GROUP = "pxcontrol"
+#: Comma-separated distribution or entry-point names to load; empty loads none.
+#: Unset loads every installed plugin. The test suite sets it empty so a stray
+#: installed plugin never changes a result.
+LOAD_PLUGINS_ENV = "PXCONTROL_LOAD_PLUGINS"
+
+#: Shipped in the same wheel and registered like any third-party plugin.
+DEFAULT_PLUGINS = (
+    "pxcontrol_log",
+    "pxcontrol_osc",
+    "pxcontrol_udp",
+    "pxcontrol_tcp",
+    "pxcontrol_http",
+)
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin or drop-in file that could not be loaded; the others still were."""
+
+    source: str
+    message: str
+    details: str = ""
+
+
+def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginProblem]]:
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    return pm, load_entry_points(pm)
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> list[PluginProblem]:
+    wanted = os.environ.get(LOAD_PLUGINS_ENV)
+    names = None if wanted is None else {_norm(n) for n in wanted.split(",") if n.strip()}
+    problems = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = _norm(ep.dist.name) if ep.dist else ""
+        if names is not None and _norm(ep.name) not in names and dist not in names:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:
+            problems.append(
+                PluginProblem(
+                    source=f"plugin {ep.name!r} ({ep.value})",
+                    message=f"could not be loaded: {type(exc).__name__}: {exc}",
+                    details=traceback.format_exc(),
+                )
+            )
+    return problems
+
+
+_dropin_counter = itertools.count(1)
+
+
+def load_dropins(pm: pluggy.PluginManager, folder: Path) -> list[PluginProblem]:
+    """Register every `*.py` file in a show's modules folder; a broken file is reported, not fatal."""
+    problems = []
+    if not folder.is_dir():
+        return problems
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith(("_", ".")):
+            continue
+        try:
+            module = _import_file(path)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            problems.append(
+                PluginProblem(
+                    source=str(path),
+                    message=f"could not be loaded: {type(exc).__name__}: {exc}",
+                    details=_traceback_in(path, exc),
+                )
+            )
+            continue
+        pm.register(module, name=str(path))
+    return problems
+
+
+def _import_file(path: Path) -> ModuleType:
+    # A fresh name per load: a reload imports the new code without disturbing
+    # classes that the running show still uses from the old one.
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"pxcontrol_dropin_{stem}_{next(_dropin_counter)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"not a Python module: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pydantic resolves annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _traceback_in(path: Path, exc: BaseException) -> str:
+    """The traceback from the first frame in the user's file: our own import machinery is noise."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    start = next((i for i, f in enumerate(frames) if Path(f.filename) == path), 0)
+    lines = traceback.format_list(frames[start:])
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower().strip()

@@ -1,0 +1,189 @@
+"""The rules a show must keep beyond its structure: module types, actions, clients, backups.
+
+Checked when the show loads, before anything runs, so a typo never waits for
+showtime (an action is resolved and its arguments validated even while the
+device is switched off).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from pxcontrol.catalog import Catalog
+from pxcontrol.events import KINDS
+from pxcontrol.loader import Reporter, report_validation_error
+from pxcontrol.problems import did_you_mean
+from pxcontrol.show import ActionCall, ClientDecl, ShowFile
+
+
+def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[str, Any]) -> None:
+    """Check `show` (the valid part of the file) against the rules; `data` is the whole file.
+
+    Entries that failed validation are already reported and missing from `show`;
+    references to them are not reported again.
+    """
+    written = _Written.of(data)
+    _check_modules(show, catalog, report, data)
+    for i, client in enumerate(show.clients):
+        for j, call in enumerate(client.on_backup):
+            check_action_call(call, ("clients", i, "on_backup", j), show, catalog, report, written)
+    for i, mapping in enumerate(show.mappings):
+        if not any(fnmatch.fnmatchcase(kind, mapping.on) for kind in KINDS):
+            report.error(
+                ("mappings", i, "on"),
+                f"no event is called {mapping.on!r}",
+                did_you_mean(mapping.on, KINDS) or "events: " + ", ".join(KINDS),
+            )
+        for key in ("client", "backup"):
+            name = getattr(mapping, key)
+            if name is not None and show.client(name) is None and name not in written.clients:
+                report.error(
+                    ("mappings", i, key),
+                    f"no client is called {name!r}",
+                    did_you_mean(name, [c.name for c in show.clients]),
+                )
+        for j, call in enumerate(mapping.do):
+            check_action_call(call, ("mappings", i, "do", j), show, catalog, report, written)
+    _check_clients(show, report, written)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """Names and addresses as written in the file, valid or not."""
+
+    clients: frozenset[str]
+    ips: frozenset[str]
+    modules: frozenset[str]
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> _Written:
+        clients = [c for c in data.get("clients", []) if isinstance(c, dict)]
+        modules = data.get("modules", {})
+        return cls(
+            clients=frozenset(str(c.get("name")) for c in clients),
+            ips=frozenset(str(c.get("ip")) for c in clients),
+            modules=frozenset(modules) if isinstance(modules, dict) else frozenset(),
+        )
+
+
+def _check_modules(show: ShowFile, catalog: Catalog, report: Reporter, data: dict) -> None:
+    for name, decl in show.modules.items():
+        mtype = catalog.get(decl.type)
+        if mtype is None:
+            known = [t.name for t in catalog]
+            hint = did_you_mean(decl.type, known)
+            hint = (hint + " " if hint else "") + "module types: " + ", ".join(known)
+            report.error(("modules", name, "type"), f"unknown module type {decl.type!r}", hint)
+            continue
+        try:
+            mtype.cls.Settings.model_validate(decl.settings)
+        except ValidationError as exc:
+            raw = data.get("modules", {}).get(name, {})
+            report_validation_error(report, exc, raw, mtype.cls.Settings, ("modules", name))
+
+
+def check_action_call(
+    call: ActionCall,
+    path: tuple,
+    show: ShowFile,
+    catalog: Catalog,
+    report: Reporter,
+    written: _Written | None = None,
+) -> None:
+    module = call.module
+    decl = show.modules.get(module)
+    if decl is None and written is not None and module in written.modules:
+        return  # the module's own entry is invalid and already reported
+    if decl is None:
+        report.error(
+            path,
+            f"{call.action}: there is no module {module!r} in this show",
+            did_you_mean(module, show.modules)
+            or f'declare it: [modules.{module}] with type = "..."',
+        )
+        return
+    mtype = catalog.get(decl.type)
+    if mtype is None:
+        return  # already reported at the module
+    spec = mtype.actions.get(call.action_name)
+    if spec is None:
+        hint = did_you_mean(call.action_name, mtype.actions)
+        listed = ", ".join(f"{module}.{a}" for a in mtype.actions) or "none"
+        report.error(
+            path,
+            f"{call.action}: module {module!r} (type {decl.type!r}) has no action "
+            f"{call.action_name!r}",
+            (hint + " " if hint else "") + f"its actions: {listed}",
+        )
+        return
+    try:
+        spec.params.model_validate(call.args)
+    except ValidationError as exc:
+        # Paths inside "args"; a string action has none, so point at the action itself.
+        report_validation_error(report, exc, call.args, spec.params, (*path, "args"))
+
+
+def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
+    seen_names: dict[str, int] = {}
+    seen_ips: dict[str, int] = {}
+    for i, client in enumerate(show.clients):
+        if client.name in seen_names:
+            report.error(
+                ("clients", i, "name"),
+                f"two clients are called {client.name!r} (#{seen_names[client.name] + 1} too)",
+                "client names must be unique: mappings, OSC and the web page use them",
+            )
+        seen_names.setdefault(client.name, i)
+        ip = str(client.ip)
+        if ip in seen_ips:
+            report.error(
+                ("clients", i, "ip"),
+                f"{ip} is also the address of client {show.clients[seen_ips[ip]].name!r}",
+                "each client is one machine with its own address; backups find clients by it",
+            )
+        seen_ips.setdefault(ip, i)
+    by_ip = {str(c.ip): c for c in show.clients}
+    for i, backup in enumerate(show.clients):
+        for j, address in enumerate(backup.backup_for):
+            target = by_ip.get(str(address))
+            path = ("clients", i, "backup_for", j)
+            if target is None and str(address) in written.ips:
+                continue  # that client's entry is invalid and already reported
+            if target is None:
+                report.error(
+                    path,
+                    f"{address} is not the address of any client in this show",
+                    "declare the playout client (it may be a dry client) or fix the address; "
+                    "clients: " + ", ".join(f"{c.name} {c.ip}" for c in show.clients),
+                )
+            elif target is backup:
+                report.error(path, f"{backup.name} cannot be its own backup")
+            else:
+                _check_pair(target, backup, ("clients", i), report)
+
+
+def _check_pair(playout: ClientDecl, backup: ClientDecl, path: tuple, report: Reporter) -> None:
+    if playout.gpu and backup.gpu and playout.gpu != backup.gpu:
+        report.error(
+            (*path, "gpu"),
+            f"GPU {backup.gpu!r} differs from {playout.name}'s {playout.gpu!r}",
+            "a backup must have the same GPU as the clients it covers; fix the name or the pairing",
+        )
+    for key, label in (("outputs", "outputs"), ("live_inputs", "live inputs")):
+        missing = [n for n in getattr(playout, key) if n not in getattr(backup, key)]
+        if missing:
+            report.warning(
+                (*path, key),
+                f"{playout.name}'s {label} {', '.join(map(repr, missing))} have no same-named "
+                f"counterpart on {backup.name}: they will not transfer at takeover",
+                f"add them to {backup.name}'s {key} or rename them to match",
+            )
+    if not playout.outputs and not playout.live_inputs:
+        report.warning(
+            ("clients",),
+            f"{playout.name} declares no outputs or live inputs: a takeover would move nothing",
+        )

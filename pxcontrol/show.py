@@ -1,0 +1,135 @@
+"""The show file's structure: what `show.toml` may contain, with its defaults.
+
+Every table forbids unknown keys, so a typo is an error that names the key
+instead of a setting that silently never applies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+    model_validator,
+)
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ACTION_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DirectorSettings(Strict):
+    osc_port: Port = Field(7400, description="OSC bridge, UDP and TCP")
+    http_port: Port = Field(7480, description="Live Systems web page")
+    heartbeat_port: Port = Field(7401, description="agents report here")
+    bind: IPvAnyAddress = Field(
+        "127.0.0.1", description="nothing listens beyond loopback unless the show says so"
+    )
+    allow: list[IPvAnyNetwork] = Field(
+        ["127.0.0.1"], description="addresses or networks that may send OSC commands"
+    )
+    secret: str | None = Field(None, description="shared secret: agents sign heartbeats (HMAC)")
+    action_timeout: Seconds = Field(5.0, description="time limit of an action that sets none")
+
+
+class DetectionSettings(Strict):
+    heartbeat_interval: Seconds = 0.1
+    offline_after: Seconds = 0.5
+    online_after: Seconds = 3.0
+    mass_failure_guard: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _room_for_a_lost_heartbeat(self) -> DetectionSettings:
+        if self.offline_after < 3 * self.heartbeat_interval:
+            raise ValueError(
+                f"offline_after ({self.offline_after} s) must be at least 3 × heartbeat_interval "
+                f"({self.heartbeat_interval} s), so one or two lost heartbeats never mark a "
+                "client offline"
+            )
+        return self
+
+
+def _action_call_from_text(value: Any) -> Any:
+    return {"action": value} if isinstance(value, str) else value
+
+
+class ActionCall(Strict):
+    """One action to run: `"Module.Action"` or `{ action = "...", args = {...}, timeout = 2 }`."""
+
+    action: Annotated[str, Field(pattern=ACTION_REF.pattern)]
+    args: dict[str, Any] = {}
+    timeout: Seconds | None = None
+
+    @property
+    def module(self) -> str:
+        return self.action.split(".", 1)[0]
+
+    @property
+    def action_name(self) -> str:
+        return self.action.split(".", 1)[1]
+
+
+ActionList = list[Annotated[ActionCall, BeforeValidator(_action_call_from_text)]]
+
+
+class ClientDecl(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    ip: IPvAnyAddress
+    gpu: str | None = None
+    outputs: list[str] = []
+    live_inputs: list[str] = []
+    backup_for: list[IPvAnyAddress] = Field(
+        [], description="IP addresses of the playout clients this backup covers"
+    )
+    auto_backup: bool = Field(
+        False, description="take over automatically when a covered client goes offline"
+    )
+    on_backup: ActionList = Field([], description="actions to run when this backup takes over")
+
+    @property
+    def is_backup(self) -> bool:
+        return bool(self.backup_for)
+
+
+class ModuleDecl(BaseModel):
+    """`type` names the module type; every other key is that type's settings, checked by it."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class MappingDecl(Strict):
+    on: Annotated[str, Field(min_length=1, description="event kind, `*` patterns allowed")]
+    client: str | None = None
+    backup: str | None = None
+    reason: str | None = None
+    do: ActionList
+    parallel: bool = False
+    stop_on_error: bool = False
+
+
+class ShowFile(Strict):
+    director: DirectorSettings = DirectorSettings()
+    detection: DetectionSettings = DetectionSettings()
+    clients: list[ClientDecl] = []
+    modules: dict[Annotated[str, Field(pattern=IDENTIFIER)], ModuleDecl] = {}
+    mappings: list[MappingDecl] = []
+
+    def client(self, name: str) -> ClientDecl | None:
+        return next((c for c in self.clients if c.name == name), None)

@@ -1,0 +1,167 @@
+"""The application object: action calls never take the runtime down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pxcontrol.app import App, load_show
+from pxcontrol.module import ModuleStatus
+
+DEVICE = '''
+import asyncio
+from pxcontrol import Module, ModuleStatus, action, hookimpl
+
+class Device(Module):
+    """A device that misbehaves on request."""
+
+    class Settings(Module.Settings):
+        fail_start: bool = False
+
+    async def start(self):
+        if self.settings.fail_start:
+            raise ConnectionRefusedError("no route to device")
+        self.seen = []
+        self.set_status(ModuleStatus.OK)
+
+    @action
+    async def ok(self, value: int = 1) -> int:
+        self.seen.append(value)
+        return value * 2
+
+    @action
+    async def boom(self) -> None:
+        raise RuntimeError("projector lamp is out")
+
+    @action
+    async def hang(self) -> None:
+        await asyncio.sleep(3600)
+
+    @action(timeout=0.2)
+    async def stubborn(self) -> None:
+        while True:  # swallows cancellation, as badly written device code does
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+@hookimpl
+def register_module_types(register):
+    register(Device)
+
+events = []
+
+@hookimpl
+def observe_event(event):
+    events.append(event.kind)
+    if event.kind == "log.entry":
+        raise RuntimeError("an observer that breaks must not break the show")
+'''
+
+SHOW = """
+[director]
+action_timeout = 0.3
+
+[modules.Dev]
+type = "device"
+
+[modules.Broken]
+type = "device"
+fail_start = true
+
+[modules.Log]
+type = "log"
+"""
+
+
+@pytest.fixture
+async def app(write_show):
+    loaded = load_show(write_show(SHOW, {"device.py": DEVICE}))
+    app = App(loaded)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+async def test_call_runs_the_action_and_records_it(app: App):
+    record = await app.call("Dev.Ok", value=21)
+    assert record.ok and record.result == 42 and record.error == ""
+    assert record.duration > 0
+    assert app.last_calls["Dev.Ok"] is record
+    assert app.modules["Dev"].seen == [21]
+
+
+async def test_an_action_that_raises_becomes_action_failed(app: App):
+    record = await app.call("Dev.Boom")
+    assert not record.ok
+    assert record.error == "Dev.Boom failed: projector lamp is out"
+    failed = app.events.of_kind("action.failed")
+    assert [e.fields["message"] for e in failed] == [record.error]
+    assert (await app.call("Dev.Ok")).ok, "the runtime carries on"
+
+
+async def test_a_hanging_action_is_cut_off_at_its_timeout(app: App):
+    began = time.monotonic()
+    record = await app.call("Dev.Hang")
+    assert record.error == "Dev.Hang timed out after 0.3 s"
+    assert 0.3 <= time.monotonic() - began < 2
+
+
+async def test_an_action_that_swallows_cancellation_still_returns_at_its_timeout(app: App):
+    began = time.monotonic()
+    record = await app.call("Dev.Stubborn")
+    assert record.error == "Dev.Stubborn timed out after 0.2 s"
+    assert time.monotonic() - began < 2
+
+
+async def test_one_failing_action_does_not_stop_the_others_of_the_same_event(app: App):
+    records = await asyncio.gather(
+        app.call("Dev.Hang"), app.call("Dev.Boom"), app.call("Dev.Ok", value=3)
+    )
+    assert [r.ok for r in records] == [False, False, True]
+    assert app.modules["Dev"].seen == [3]
+
+
+@pytest.mark.parametrize(
+    ("ref", "args", "message"),
+    [
+        (
+            "Dev.Ok",
+            {"value": "many"},
+            "wrong arguments for Dev.Ok: value: Input should be a valid integer",
+        ),
+        ("Dev.Ok", {"colour": 1}, "wrong arguments for Dev.Ok: colour: no such parameter"),
+        ("Dev.Nope", {}, "Dev.Nope: Dev has no action 'Nope' (Ok, Boom, Hang, Stubborn)"),
+        ("Lights.Go", {}, "Lights.Go: no module 'Lights' is running"),
+        (
+            "not an action",
+            {},
+            "'not an action' is not an action: write it as ModuleName.ActionName",
+        ),
+    ],
+)
+async def test_wrong_calls_are_answered_not_raised(app: App, ref, args, message):
+    record = await app.run_action(ref, args, source="osc")
+    assert not record.ok
+    assert message in record.error
+    assert app.events.of_kind("action.failed")[-1].fields["source"] == "osc"
+
+
+async def test_a_module_that_fails_to_start_is_reported_and_the_rest_run(app: App):
+    broken = app.modules["Broken"]
+    assert broken.status is ModuleStatus.UNKNOWN_ERROR
+    assert "no route to device" in broken.status_message
+    statuses = [e.fields for e in app.events.of_kind("module.status")]
+    assert any(s["module"] == "Broken" and s["status"] == "unknown_error" for s in statuses)
+    assert app.modules["Dev"].status is ModuleStatus.OK
+
+
+async def test_every_event_reaches_the_observe_hook_and_a_broken_observer_is_contained(app: App):
+    dropin = next(p for name, p in app.pm.list_name_plugin() if name.endswith("device.py"))
+    record = await app.call("Log.Entry", message="house lights")
+    assert record.ok and record.result == "house lights"
+    assert "log.entry" in dropin.events
+    assert app.events.of_kind("log.entry")[-1].fields["message"] == "house lights"
+    assert (await app.call("Dev.Ok")).ok

@@ -1,0 +1,188 @@
+"""Plugins: installed distributions, drop-in files, duplicates refused, every hook documented."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pxcontrol import hookspecs
+from pxcontrol.app import collect_module_types, load_show
+from pxcontrol.catalog import DuplicateModuleType
+from pxcontrol.cli import cli
+from pxcontrol.plugins import DEFAULT_PLUGINS, make_plugin_manager
+
+from .conftest import REPO, pxcontrol
+
+HELLO_PYPROJECT = """
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "pxcontrol-hello"
+version = "0.1.0"
+
+[project.entry-points.pxcontrol]
+hello = "pxcontrol_hello"
+"""
+
+HELLO_PLUGIN = '''
+from typing import Annotated
+from pydantic import Field
+from pxcontrol import Module, ModuleStatus, action, hookimpl
+
+class Greeter(Module):
+    """Greets the audience (a third-party module type)."""
+
+    type_name = "hello"
+
+    class Settings(Module.Settings):
+        greeting: str = "Hello"
+
+    @action
+    async def greet(self, who: Annotated[str, Field(description="whom to greet")]) -> str:
+        """Say hello."""
+        return f"{self.settings.greeting}, {who}!"
+
+@hookimpl
+def register_module_types(register):
+    register(Greeter)
+'''
+
+HELLO_SHOW = """
+[modules.Greeter]
+type = "hello"
+greeting = "Good evening"
+
+[[mappings]]
+on = "client.offline"
+do = [{ action = "Greeter.Greet", args = { who = "Playout1" } }]
+"""
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory) -> Path:
+    """A tiny third-party distribution, built and installed by pip into its own folder."""
+    root = tmp_path_factory.mktemp("hello")
+    source = root / "pxcontrol-hello"
+    (source / "pxcontrol_hello").mkdir(parents=True)
+    (source / "pyproject.toml").write_text(HELLO_PYPROJECT)
+    (source / "pxcontrol_hello" / "__init__.py").write_text(HELLO_PLUGIN)
+    site = root / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--target", str(site), str(source)],
+        check=True,
+    )  # fmt: skip
+    assert (site / "pxcontrol_hello-0.1.0.dist-info" / "entry_points.txt").is_file()
+    return site
+
+
+def with_plugin(site: Path, load: str | None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("PXCONTROL_LOAD_PLUGINS")
+    if load is not None:
+        env["PXCONTROL_LOAD_PLUGINS"] = load
+    return env
+
+
+def test_an_installed_plugin_adds_a_module_type_that_modules_lists(installed_plugin):
+    result = pxcontrol("modules", env=with_plugin(installed_plugin, "pxcontrol-hello"))
+    assert result.returncode == 0, result.stderr
+    assert "hello" in result.stdout and "[hello]" in result.stdout
+    assert "Greet" in result.stdout and "whom to greet" in result.stdout
+
+
+def test_a_show_can_use_the_installed_plugin(installed_plugin, write_show):
+    show = write_show(HELLO_SHOW)
+    env = with_plugin(installed_plugin, "pxcontrol-hello")
+    assert pxcontrol("check", str(show), env=env).returncode == 0
+    result = pxcontrol("call", "--show", str(show), "Greeter.Greet", "who=everyone", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "'Good evening, everyone!'" in result.stdout
+
+
+def test_plugin_loading_is_narrowed_by_the_environment(installed_plugin):
+    every = pxcontrol("modules", env=with_plugin(installed_plugin, None))
+    assert "[hello]" in every.stdout, "unset: every installed plugin loads"
+    none = pxcontrol("modules", env=with_plugin(installed_plugin, ""))
+    assert "[hello]" not in none.stdout, "empty: none"
+    other = pxcontrol("modules", env=with_plugin(installed_plugin, "some-other-plugin"))
+    assert "[hello]" not in other.stdout
+    for name in ("log", "osc", "udp", "tcp", "http"):
+        assert re.search(rf"^{name} ", none.stdout, re.M), "built-ins are always there"
+
+
+DUPLICATE = '''
+from pxcontrol import Module, hookimpl
+
+class MyOsc(Module):
+    """Another OSC."""
+
+@hookimpl
+def register_module_types(register):
+    register(MyOsc, name="osc")
+'''
+
+
+def test_a_duplicate_module_type_is_refused_naming_both_plugins(write_show):
+    path = write_show('[modules.Log]\ntype = "log"\n', {"myosc.py": DUPLICATE})
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 1
+    dropin = path.parent / "modules" / "myosc.py"
+    assert (
+        f"module type 'osc' is registered twice: by plugin 'pxcontrol_osc' (Osc) and by plugin "
+        f"'{dropin}' (MyOsc)"
+    ) in result.output
+    assert 'register(MyOsc, name="osc2")' in result.output
+
+
+def test_registering_something_that_is_not_a_module_is_refused():
+    pm, _ = make_plugin_manager()
+
+    class NotAModule:
+        pass
+
+    class Plugin:
+        @hookspecs.hookimpl
+        def register_module_types(self, register):
+            register(NotAModule)
+
+    pm.register(Plugin(), name="careless")
+    with pytest.raises(TypeError, match="plugin 'careless' registered .*NotAModule.* not a Module"):
+        collect_module_types(pm)
+
+
+def test_default_plugins_are_the_entry_points_of_this_distribution():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for name in DEFAULT_PLUGINS:
+        assert f'{name} = "{name}"' in pyproject
+        assert f'"plugins/{name}"' in pyproject
+
+
+def test_duplicate_in_the_catalog_is_an_error_not_a_rename():
+    pm, _ = make_plugin_manager()
+    catalog = collect_module_types(pm)
+    with pytest.raises(DuplicateModuleType):
+        catalog.register(catalog.types["log"].cls, "again")
+
+
+def test_every_hook_is_documented():
+    docs = (REPO / "docs" / "hooks.md").read_text()
+    hooks = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "pxcontrol_spec")]
+    assert hooks, "found the hook specs"
+    for name in hooks:
+        assert re.search(rf"^## `?{name}", docs, re.M), f"docs/hooks.md has no section for {name}"
+
+
+def test_dropins_of_a_show_are_loaded_by_path(write_show):
+    plugin = HELLO_PLUGIN
+    path = write_show(HELLO_SHOW, {"greeter.py": plugin, "_private.py": "raise SystemExit(1)"})
+    loaded = load_show(path)
+    assert loaded.catalog.types["hello"].plugin == str(path.parent / "modules" / "greeter.py")
