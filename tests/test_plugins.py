@@ -155,7 +155,9 @@ def test_registering_something_that_is_not_a_module_is_refused():
             register(NotAModule)
 
     pm.register(Plugin(), name="careless")
-    with pytest.raises(TypeError, match="plugin 'careless' registered .*NotAModule.* not a Module"):
+    with pytest.raises(
+        TypeError, match=r"plugin 'careless' registered .*NotAModule.* not a Module"
+    ):
         collect_module_types(pm)
 
 
