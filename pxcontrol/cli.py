@@ -47,7 +47,7 @@ ShowOpt = Annotated[
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="pxcontrol")
 
 
 @cli.callback()
@@ -92,10 +92,9 @@ def run(show: ShowArg = None) -> None:
         stop_on_signals(stop)
 
         def started(app: App) -> None:
-            app.events.listen(_print_event)
             out.print(f"[bold]pxcontrol[/] running {path} — Ctrl-C stops it")
 
-        await run_director(loaded, stop, on_started=started)
+        await run_director(loaded, stop, on_started=started, on_event=_print_event)
         out.print("stopped: modules stopped, sockets closed")
 
     asyncio.run(main())

@@ -7,15 +7,19 @@ import signal
 from collections.abc import Callable
 
 from pxcontrol.app import App, LoadedShow
+from pxcontrol.events import Event
 
 
 async def run_director(
     loaded: LoadedShow,
     stop: asyncio.Event,
     on_started: Callable[[App], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> App:
     """Start the show's modules, serve until `stop` is set, then stop modules and close sockets."""
     app = App(loaded)
+    if on_event is not None:
+        app.events.listen(on_event)
     try:
         await app.start()
         app.emit(

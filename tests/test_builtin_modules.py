@@ -1,0 +1,231 @@
+"""The essential module types against real peers: liblo's oscdump, python-osc, sockets, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import socketserver
+import threading
+from collections.abc import Iterator
+
+import pytest
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_tcp_server import ThreadingOSCTCPServer
+
+from pxcontrol.app import App, load_show
+from pxcontrol.module import ModuleStatus
+
+from .conftest import OscDump, async_wait_for, free_port, pxcontrol, wait_for
+
+
+def test_pxcontrol_call_sends_osc_that_oscdump_receives(oscdump_udp, write_show):
+    dump, port = oscdump_udp
+    show = write_show(f'[modules.Console]\ntype = "osc"\nhost = "127.0.0.1"\nport = {port}\n')
+    result = pxcontrol(
+        "call", "--show", str(show), "Console.Send", "/eos/cue/1/fire", 'args=[1, 2.5, "go", true]'
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok Console.Send" in result.stdout
+    dump.wait_line('/eos/cue/1/fire ifsT 1 2.500000 "go" #T')
+
+
+def test_osc_over_tcp_with_length_prefix_framing_reaches_liblo(write_show):
+    port = free_port()
+    dump = OscDump(f"osc.tcp://:{port}")
+    try:
+        show = write_show(
+            f'[modules.Console]\ntype = "osc"\nport = {port}\nprotocol = "tcp"\nframing = "length"\n'
+        )
+        # liblo needs a moment to listen: the module's own reconnect covers it.
+        result = pxcontrol("call", "--show", str(show), "Console.Send", "/go", "args=[7]")
+        assert result.returncode == 0, result.stderr
+        dump.wait_line("/go i 7")
+    finally:
+        dump.close()
+
+
+@pytest.fixture
+def slip_server() -> Iterator[tuple[list, int]]:
+    """python-osc's TCP server in OSC 1.1 (SLIP) mode, as Eos and osc.js speak it."""
+    received: list = []
+    dispatcher = Dispatcher()
+    dispatcher.set_default_handler(lambda address, *args: received.append((address, *args)))
+    server = ThreadingOSCTCPServer(("127.0.0.1", 0), dispatcher, mode="1.1")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield received, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+async def test_osc_over_tcp_with_slip_framing(slip_server, write_show):
+    received, port = slip_server
+    app = await started(
+        write_show(f'[modules.Eos]\ntype = "osc"\nport = {port}\nprotocol = "tcp"\n')
+    )
+    try:
+        record = await app.call("Eos.Send", address="/eos/key/go_0", args=[1.0])
+        assert record.ok, record.error
+        await async_wait_for(lambda: ("/eos/key/go_0", 1.0) in received)
+        assert app.modules["Eos"].status is ModuleStatus.OK
+    finally:
+        await app.stop()
+
+
+async def started(show) -> App:
+    app = App(load_show(show))
+    await app.start()
+    return app
+
+
+# --- udp ---
+
+
+class Echo(asyncio.DatagramProtocol):
+    """A device that acknowledges commands, except `MUTE`."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if data != b"MUTE":
+            self.transport.sendto(b"ACK " + data, addr)
+
+
+async def test_udp_send_with_an_expected_reply(write_show):
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        Echo, local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+    app = await started(write_show(f'[modules.Dev]\ntype = "udp"\nport = {port}\ntimeout = 0.3\n'))
+    try:
+        record = await app.call("Dev.Send", data="PLAY", expect="ACK")
+        assert record.ok and record.result == "ACK PLAY"
+        record = await app.call("Dev.Send", data="02 41", hex=True, expect="41")
+        assert record.ok and record.result == "41 43 4b 20 02 41"
+        record = await app.call("Dev.Send", data="MUTE", expect="ACK")
+        assert record.error == (
+            "Dev.Send failed: expected a reply containing 'ACK' within 0.3 s; no reply came"
+        )
+        record = await app.call("Dev.Send", data="STOP", expect="NAK")
+        assert "last reply was 'ACK STOP'" in record.error
+        record = await app.call("Dev.Send", data="zz", hex=True)
+        assert "'zz' is not hex bytes" in record.error
+    finally:
+        await app.stop()
+        transport.close()
+
+
+# --- tcp ---
+
+
+class Device:
+    """A TCP device that answers `OK <command>`, and can drop its clients."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.commands: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        while data := await reader.read(1024):
+            self.commands.append(data)
+            writer.write(b"OK " + data)
+            await writer.drain()
+        writer.close()
+
+    def drop_clients(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+
+async def test_tcp_keeps_its_connection_and_reconnects_after_the_device_drops_it(write_show):
+    device = Device()
+    server = await asyncio.start_server(device.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    app = await started(write_show(f'[modules.Dev]\ntype = "tcp"\nport = {port}\ntimeout = 0.5\n'))
+    module = app.modules["Dev"]
+    try:
+        await async_wait_for(lambda: module.status is ModuleStatus.OK)
+        record = await app.call("Dev.Send", data="PLAY\r\n", expect="OK PLAY")
+        assert record.ok and record.result == "OK PLAY\r\n"
+        statuses = []
+        app.events.listen(lambda e: statuses.append(e.fields.get("status")))
+        device.drop_clients()
+        await async_wait_for(lambda: "disconnected" in statuses, what="the drop to be seen")
+        await async_wait_for(lambda: module.status is ModuleStatus.OK, what="the reconnect")
+        record = await app.call("Dev.Send", data="STOP", expect="OK STOP")
+        assert record.ok, record.error
+        assert device.commands == [b"PLAY\r\n", b"STOP"]
+    finally:
+        await app.stop()
+        server.close()
+
+
+async def test_tcp_reports_a_device_that_is_not_there(write_show):
+    port = free_port(kind=1)  # SOCK_STREAM: nothing listens there
+    app = await started(write_show(f'[modules.Dev]\ntype = "tcp"\nport = {port}\ntimeout = 0.3\n'))
+    module = app.modules["Dev"]
+    try:
+        await async_wait_for(lambda: module.status is ModuleStatus.CONNECTION_FAILURE)
+        assert "ConnectionRefusedError" in module.status_message
+        record = await app.call("Dev.Send", data="PLAY")
+        assert record.error.startswith(f"Dev.Send failed: not connected to 127.0.0.1:{port}")
+    finally:
+        await app.stop()
+
+
+# --- http ---
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        status = 201 if self.path == "/cues" else 500
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(b"got " + body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+async def test_http_request_and_expected_status(http_server, write_show):
+    base = f"http://127.0.0.1:{http_server}"
+    app = await started(write_show(f'[modules.Api]\ntype = "http"\nbase_url = "{base}"\n'))
+    try:
+        record = await app.call("Api.Request", method="POST", path="/cues", body='{"cue": 3}')
+        assert record.ok and record.result == {"status": 201, "body": 'got {"cue": 3}'}
+        record = await app.call(
+            "Api.Request", method="POST", path="/cues", body="x", expect_status=200
+        )
+        assert "answered 201 (expected 200)" in record.error
+        record = await app.call("Api.Request", method="POST", path="/broken", body="x")
+        assert "answered 500 (expected success): got x" in record.error
+    finally:
+        await app.stop()
+
+
+async def test_http_to_a_server_that_is_not_there(write_show):
+    base = f"http://127.0.0.1:{free_port(kind=1)}"
+    app = await started(write_show(f'[modules.Api]\ntype = "http"\nbase_url = "{base}"\n'))
+    try:
+        record = await app.call("Api.Request", path="/")
+        assert record.error.startswith("Api.Request failed: GET /: ConnectError")
+        assert app.modules["Api"].status is ModuleStatus.CONNECTION_FAILURE
+    finally:
+        await app.stop()
+
+
+def test_wait_for_helper_fails_loudly():
+    with pytest.raises(AssertionError, match="waiting for nothing"):
+        wait_for(lambda: False, timeout=0.05, what="nothing")

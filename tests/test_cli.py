@@ -1,0 +1,116 @@
+"""The `pxcontrol` command as a user types it."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from .conftest import pxcontrol, wait_for
+
+COMMANDS = ["run", "check", "modules", "call", "version"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = pxcontrol(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: pxcontrol " + command in re.sub(r"\s+", " ", result.stdout)
+
+
+def test_modules_lists_the_essential_types_with_actions_and_parameters():
+    result = pxcontrol("modules")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for name, action, param in [
+        ("log", "Entry", "message"),
+        ("osc", "Send", "address"),
+        ("udp", "Send", "expect"),
+        ("tcp", "Send", "hex"),
+        ("http", "Request", "expect_status"),
+    ]:
+        block = re.search(rf"^{name} .*?(?=^\S|\Z)", text, re.M | re.S)
+        assert block, f"{name} is listed"
+        assert re.search(rf"^  {action} ", block.group(0), re.M)
+        assert param in block.group(0)
+    assert re.search(r"address\s+str\s+required\s+OSC address", text)
+    assert re.search(r"level\s+'info' \| 'warning' \| 'error'\s+= 'info'\s+severity", text)
+
+
+def test_modules_json_carries_each_actions_schema():
+    data = json.loads(pxcontrol("modules", "--json").stdout)
+    schema = data["osc"]["actions"]["Send"]
+    assert schema["required"] == ["address"]
+    assert schema["properties"]["address"]["description"].startswith("OSC address")
+    assert data["osc"]["settings"]["properties"]["port"]["default"] == 8000
+
+
+def test_call_with_wrong_arguments_says_what_is_wrong(tmp_path):
+    (tmp_path / "show.toml").write_text('[modules.Log]\ntype = "log"\n')
+    result = pxcontrol("call", "--show", str(tmp_path), "Log.Entry", "level=loud")
+    assert result.returncode == 1
+    assert "wrong arguments for Log.Entry: level: Input should be 'info', 'warning' or 'error'" in (
+        result.stderr
+    )
+    result = pxcontrol("call", "--show", str(tmp_path), "Lights.Go")
+    assert result.returncode == 1
+    assert "has no module 'Lights' (modules: Log)" in result.stderr
+    result = pxcontrol("call", "--show", str(tmp_path), "Log.Entry", "a", "info", "extra")
+    assert "Entry takes 2 argument(s) (message, level); got one more: 'extra'" in result.stderr
+
+
+def run_director(*args: str, cwd=None) -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pxcontrol", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cwd,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc, lines
+
+
+def test_run_starts_the_demo_show_and_ctrl_c_stops_it_cleanly(tmp_path):
+    proc, lines = run_director(cwd=tmp_path)  # no show.toml here: the built-in demo
+    try:
+        wait_for(lambda: any("running" in line for line in lines), what=f"start: {lines}")
+        assert any("demo/show.toml" in line for line in lines)
+        assert any(line.startswith("show.loaded") for line in lines)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        wait_for(lambda: any("stopped: modules stopped, sockets closed" in x for x in lines))
+    finally:
+        proc.kill()
+
+
+def test_run_uses_show_toml_in_the_current_folder(tmp_path):
+    (tmp_path / "show.toml").write_text('[modules.House]\ntype = "log"\n')
+    proc, lines = run_director(cwd=tmp_path)
+    try:
+        wait_for(lambda: any("running" in line for line in lines), what=f"start: {lines}")
+        assert any(str(tmp_path / "show.toml") in line for line in lines)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+
+
+def test_run_refuses_a_broken_show_and_starts_nothing(tmp_path):
+    (tmp_path / "show.toml").write_text('[modules.House]\ntype = "lgo"\n')
+    result = pxcontrol("run", str(tmp_path))
+    assert result.returncode == 1
+    assert "show.toml:2: error: modules.House.type: unknown module type 'lgo'" in result.stderr
+    assert "nothing was started" in result.stderr
