@@ -1,0 +1,169 @@
+"""The failure detector with a fake clock: exact sequences, no sleeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from pxcontrol.detection import Change, ClientState, Detector, Timing
+
+DEFAULT = Timing(
+    heartbeat_interval=0.1, offline_after=0.5, online_after=3.0, mass_failure_guard=0.5
+)
+
+
+class Clock:
+    """Drives a detector the way the director does: heartbeats in, check() every tick."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.now = 1000.0
+        self.changes: list[Change] = []
+
+    def run(self, seconds: float, beating: set[str], tick: float = 0.005) -> None:
+        """Advance time; clients in `beating` send a heartbeat every interval."""
+        interval = self.detector.timing.heartbeat_interval
+        end = self.now + seconds
+        next_beat = {name: self.now for name in beating}
+        while self.now < end - 1e-9:
+            self.now = round(self.now + tick, 6)
+            for name in beating:
+                if self.now >= next_beat[name] - 1e-9:
+                    self.changes += self.detector.heard(name, self.now)
+                    next_beat[name] += interval
+            self.changes += self.detector.check(self.now)
+
+    def kinds(self, client: str | None = None) -> list[str]:
+        return [c.kind for c in self.changes if client is None or c.client == client]
+
+
+def started(names=("A", "B"), timing=DEFAULT) -> Clock:
+    clock = Clock(Detector.for_clients(timing, names))
+    clock.run(3.2, set(names))
+    return clock
+
+
+def test_a_client_is_dry_until_heard_and_online_after_a_steady_run():
+    clock = Clock(Detector.for_clients(DEFAULT, ["A"]))
+    assert clock.detector.clients["A"].state is ClientState.DRY
+    clock.run(2.9, {"A"})
+    assert clock.kinds() == [] and clock.detector.clients["A"].state is ClientState.DRY
+    clock.run(0.2, {"A"})
+    assert clock.kinds() == ["online"]
+
+
+def test_silence_makes_a_client_late_then_offline_exactly_once():
+    clock = started()
+    clock.changes.clear()
+    silent_from = clock.detector.clients["A"].last_heard
+    clock.run(2.0, {"B"})
+    assert clock.kinds("A") == ["late", "offline"]
+    late, offline = [c for c in clock.changes if c.client == "A"]
+    assert late.at - silent_from == pytest.approx(DEFAULT.late_after, abs=0.006)
+    assert offline.at - silent_from == pytest.approx(DEFAULT.offline_after, abs=0.006)
+    assert offline.eligible and offline.why_not == ""
+    assert clock.kinds("B") == []
+
+
+def test_a_pause_shorter_than_offline_after_is_only_late():
+    clock = started()
+    clock.changes.clear()
+    clock.run(0.45, {"B"})  # A stalls (SIGSTOP) for less than offline_after
+    clock.run(1.0, {"A", "B"})
+    assert clock.kinds("A") == ["late", "on_time"]
+
+
+def test_a_returning_client_must_be_steady_for_online_after():
+    clock = started()
+    clock.run(1.0, {"B"})
+    clock.changes.clear()
+    clock.run(2.9, {"A", "B"})
+    assert clock.kinds("A") == []
+    assert clock.detector.clients["A"].state is ClientState.OFFLINE
+    clock.run(0.2, {"A", "B"})
+    assert clock.kinds("A") == ["online"]
+
+
+def test_a_flapping_client_goes_offline_once_and_does_not_oscillate():
+    clock = started()
+    clock.changes.clear()
+    for _ in range(10):  # on 1 s, off 1 s: faster than online_after
+        clock.run(1.0, {"B"})
+        clock.run(1.0, {"A", "B"})
+    assert clock.kinds("A").count("offline") == 1
+    assert "online" not in clock.kinds("A")
+
+
+def test_a_client_never_seen_online_is_not_eligible_for_automatic_takeover():
+    clock = Clock(Detector.for_clients(DEFAULT, ["A", "B"]))
+    clock.run(3.2, {"B"})
+    clock.run(1.0, {"A", "B"})  # A reports for a second, never long enough to be online
+    clock.changes.clear()
+    clock.run(1.0, {"B"})
+    assert clock.detector.clients["A"].state is ClientState.DRY
+    assert clock.kinds("A") == [], "a dry client that stops is still dry, not offline"
+
+
+def test_startup_guard_after_the_client_came_back_once():
+    clock = started(("A", "B", "C"))
+    assert all(w.seen_online for w in clock.detector.clients.values())
+    clock.changes.clear()
+    clock.run(1.0, {"B", "C"})
+    (offline,) = [c for c in clock.changes if c.kind == "offline"]
+    assert offline.eligible
+
+
+def test_mass_failure_no_automatic_takeover_and_one_alarm():
+    clock = started(("A", "B", "C", "D"))
+    clock.changes.clear()
+    clock.run(1.0, {"D"})  # three of four fall silent at once: our own network?
+    kinds = clock.kinds()
+    assert kinds.count("mass_failure") == 1
+    alarm = next(c for c in clock.changes if c.kind == "mass_failure")
+    assert sorted(alarm.clients) == ["A", "B", "C"]
+    offline = [c for c in clock.changes if c.kind == "offline"]
+    assert sorted(c.client for c in offline) == ["A", "B", "C"]
+    assert not any(c.eligible for c in offline)
+    assert all("mass failure guard" in c.why_not for c in offline)
+
+
+def test_clients_that_die_one_after_another_are_not_a_mass_failure():
+    clock = started(("A", "B", "C", "D"))
+    clock.changes.clear()
+    clock.run(1.0, {"B", "C", "D"})
+    clock.run(1.0, {"C", "D"})
+    offline = [c for c in clock.changes if c.kind == "offline"]
+    assert [(c.client, c.eligible) for c in offline] == [("A", True), ("B", True)]
+    assert "mass_failure" not in clock.kinds()
+
+
+def test_guard_share_is_more_than_not_equal():
+    clock = started(("A", "B", "C", "D"))
+    clock.changes.clear()
+    clock.run(1.0, {"C", "D"})  # exactly half: not more than 0.5
+    assert "mass_failure" not in clock.kinds()
+    assert all(c.eligible for c in clock.changes if c.kind == "offline")
+
+
+def test_a_guarded_client_that_returns_is_judged_afresh_next_time():
+    clock = started(("A", "B", "C"))
+    clock.run(1.0, {"C"})
+    assert "mass_failure" in clock.kinds()
+    clock.run(3.2, {"A", "B", "C"})
+    assert not clock.detector.clients["A"].guarded
+    clock.changes.clear()
+    clock.run(1.0, {"B", "C"})
+    (offline,) = [c for c in clock.changes if c.kind == "offline"]
+    assert offline.client == "A" and offline.eligible
+
+
+def test_fast_profile_detects_within_offline_after_and_a_tick():
+    fast = Timing(
+        heartbeat_interval=0.02, offline_after=0.1, online_after=1.0, mass_failure_guard=0.5
+    )
+    clock = started(("A", "B"), fast)
+    clock.changes.clear()
+    silent_from = clock.detector.clients["A"].last_heard
+    clock.run(0.5, {"B"}, tick=clock.detector.check_every)
+    (offline,) = [c for c in clock.changes if c.kind == "offline"]
+    assert offline.at - silent_from <= fast.offline_after + clock.detector.check_every + 1e-6
+    assert fast.late_after == pytest.approx(0.07)
