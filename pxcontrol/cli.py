@@ -21,7 +21,7 @@ from pxcontrol import __version__
 from pxcontrol.actions import ActionSpec, TooManyArguments, arguments_from_list
 from pxcontrol.app import App, LoadedShow, collect_module_types, load_show
 from pxcontrol.catalog import Catalog, DuplicateModuleType
-from pxcontrol.director import run_director, stop_on_signals
+from pxcontrol.director import Director, run_director, stop_on_signals
 from pxcontrol.events import Event
 from pxcontrol.loader import resolve_show_path
 from pxcontrol.plugins import load_dropins, make_plugin_manager
@@ -81,7 +81,16 @@ def check(show: ShowArg = None) -> None:
 
 
 @cli.command()
-def run(show: ShowArg = None) -> None:
+def run(
+    show: ShowArg = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(help="folder for the state that survives a restart; default SHOW/.pxcontrol"),
+    ] = None,
+    json_events: Annotated[
+        bool, typer.Option("--json-events", help="print every event as one JSON line")
+    ] = False,
+) -> None:
     """Run the director on a show until Ctrl-C."""
     path = resolve_show_path(show)
     loaded = _load_or_exit(path)
@@ -91,13 +100,81 @@ def run(show: ShowArg = None) -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
 
-        def started(app: App) -> None:
+        def started(director: Director) -> None:
             out.print(f"[bold]pxcontrol[/] running {path} — Ctrl-C stops it")
 
-        await run_director(loaded, stop, on_started=started, on_event=_print_event)
+        show_event = _print_json_event if json_events else _print_event
+        await run_director(loaded, stop, state, on_started=started, on_event=show_event)
         out.print("stopped: modules stopped, sockets closed")
 
     asyncio.run(main())
+
+
+@cli.command()
+def agent(
+    name: Annotated[str, typer.Option("--name", "-n", help="this client's name in the show")],
+    director: Annotated[
+        str, typer.Option("--director", "-d", help="the director's HOST[:PORT] (port 7401)")
+    ],
+    bind: Annotated[
+        str | None,
+        typer.Option(help="source address for heartbeats: the client's declared ip"),
+    ] = None,
+    secret_file: Annotated[
+        Path | None, typer.Option(help="file holding the show's secret, to sign heartbeats")
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(help="seconds between heartbeats until the director sets it")
+    ] = 0.1,
+    json_events: Annotated[
+        bool, typer.Option("--json-events", help="print every event as one JSON line")
+    ] = False,
+) -> None:
+    """Run on a client: send heartbeats to the director, receive takeover and move-to notices."""
+    from pxcontrol.agent import Agent, director_address, read_secret
+
+    pm, problems = make_plugin_manager()
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem.source}: {problem.message}")
+    try:
+        secret = read_secret(secret_file)
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot read the secret file: {exc}")
+        raise typer.Exit(1) from None
+    target = director_address(director)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        client = Agent(name, target, pm, bind=bind, secret=secret, interval=interval)
+        client.events.listen(_print_json_event if json_events else _print_event)
+
+        def ready(a: Agent) -> None:
+            host, port = a.address
+            out.print(
+                f"[bold]agent[/] {name} sending heartbeats from {host}:{port} to "
+                f"{target[0]}:{target[1]} — Ctrl-C stops it"
+            )
+
+        await client.run(stop, on_ready=ready)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        err.print(f"[red]error:[/] {exc} (is --bind an address of this machine?)")
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def demo(
+    scripted: Annotated[
+        bool, typer.Option(help="kill the playout agent and show the failover, then stop")
+    ] = False,
+) -> None:
+    """Run the demo show on this machine: a director and two agents, as real processes."""
+    from pxcontrol.demo import run_demo
+
+    run_demo(out, scripted)
 
 
 @cli.command()
@@ -234,6 +311,10 @@ def type_text(annotation: Any) -> str:
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _print_json_event(event: Event) -> None:
+    print(json.dumps(event.as_dict(), default=str), flush=True)
 
 
 def _print_event(event: Event) -> None:

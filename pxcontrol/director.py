@@ -1,40 +1,123 @@
-"""The director: runs a show until told to stop, then shuts everything down in order."""
+"""The director: a running show with its live systems, backup manager, mappings and state."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from pxcontrol.app import App, LoadedShow
+from pxcontrol.backup import BackupManager
 from pxcontrol.events import Event
+from pxcontrol.heartbeat import Placement
+from pxcontrol.live import LiveSystems
+from pxcontrol.mapping import MappingRunner, mappings_of
+from pxcontrol.state import StateStore
+from pxcontrol.tasks import cancel_and_wait
+
+log = logging.getLogger("pxcontrol.director")
+
+
+def default_state_dir(show_path: Path) -> Path:
+    return show_path.parent / ".pxcontrol"
+
+
+class Director:
+    def __init__(
+        self,
+        loaded: LoadedShow,
+        state_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat_port: int | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.app = App(loaded)
+        self.store = StateStore((state_dir or default_state_dir(loaded.path)) / "state.sqlite")
+        show = loaded.show
+        secret = show.director.secret.encode() if show.director.secret else None
+        self.live = LiveSystems(show, self.app.emit, self._client_offline, secret, clock)
+        self.backup: BackupManager | None = None
+        self.mappings = MappingRunner(self.app, mappings_of(show))
+        self._heartbeat_port = heartbeat_port
+
+    @property
+    def show(self):
+        return self.loaded.show
+
+    async def start(self) -> None:
+        saved = await self.store.open()
+        self.app.events.restore(saved.events)
+        self.app.events.listen(self._persist)
+        self.backup = BackupManager(
+            self.show, saved, self.store, self.live.state, self.app.emit, self.live.announce
+        )
+        self.mappings.attach()
+        await self.app.start()
+        director = self.show.director
+        port = director.heartbeat_port if self._heartbeat_port is None else self._heartbeat_port
+        await self.live.start(str(director.bind), port, self.placement_for, self.backup.epoch)
+        moved = {p: b for p, b in self.backup.placement.items() if p != b}
+        self.app.emit(
+            "show.loaded",
+            file=str(self.loaded.path),
+            clients=len(self.show.clients),
+            modules=len(self.show.modules),
+            mappings=len(self.mappings.mappings),
+            epoch=self.backup.epoch,
+            restored=", ".join(f"{p} on {b}" for p, b in moved.items()),
+            heartbeat_port=self.live.port,
+        )
+
+    async def stop(self) -> None:
+        await self.live.stop()
+        await cancel_and_wait(self.mappings.running, timeout=2.0)
+        await self.app.stop()
+        await self.store.close()
+
+    def placement_for(self, agent: str) -> Placement:
+        assert self.backup is not None
+        return Placement(
+            epoch=self.backup.epoch,
+            interval=self.show.detection.heartbeat_interval,
+            placement={p: b for p, b in self.backup.placement.items() if p != b},
+            plays=self.backup.plays(agent),
+        )
+
+    async def _client_offline(self, name: str, eligible: bool, why_not: str) -> None:
+        assert self.backup is not None
+        await self.backup.client_offline(name, eligible, why_not)
+
+    def _persist(self, event: Event) -> None:
+        self.store.append(event).add_done_callback(_log_failure)
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not write the event log: %s", future.exception())
 
 
 async def run_director(
     loaded: LoadedShow,
     stop: asyncio.Event,
-    on_started: Callable[[App], None] | None = None,
+    state_dir: Path | None = None,
+    on_started: Callable[[Director], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
-) -> App:
-    """Start the show's modules, serve until `stop` is set, then stop modules and close sockets."""
-    app = App(loaded)
+) -> Director:
+    """Run a show until `stop` is set, then stop modules and close sockets in order."""
+    director = Director(loaded, state_dir)
     if on_event is not None:
-        app.events.listen(on_event)
+        director.app.events.listen(on_event)
     try:
-        await app.start()
-        app.emit(
-            "show.loaded",
-            file=str(loaded.path),
-            clients=len(loaded.show.clients),
-            modules=len(loaded.show.modules),
-            mappings=len(loaded.show.mappings),
-        )
+        await director.start()
         if on_started is not None:
-            on_started(app)
+            on_started(director)
         await stop.wait()
     finally:
-        await app.stop()
-    return app
+        await director.stop()
+    return director
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -13,15 +13,18 @@ from typing import Any
 KINDS: dict[str, str] = {
     "client.online": "a client's heartbeats are steady again",
     "client.offline": "a client's heartbeats stopped for offline_after",
+    "client.late": "a client's heartbeats are late (late = true) or on time again (late = false)",
     "backup.activated": "a takeover happened",
     "backup.moved": "outputs moved with 'move to'",
-    "backup.failed": "a takeover could not happen",
+    "backup.failed": "a takeover or move could not happen",
+    "backup.auto": "automatic backup was switched on or off for a client",
     "alarm": "something needs the operator (mass-failure guard, backup busy)",
     "show.loaded": "the director started a show",
     "show.reloaded": "the show or a module file changed and the new version is live",
     "show.error": "a show or module file change was refused; the running show is unchanged",
     "module.status": "a module's connection status changed",
     "action.failed": "an action raised, timed out or was called with wrong arguments",
+    "mapping.done": "a mapping ran its actions (a trace: each action, result, duration)",
     "log.entry": "a Log module wrote an entry",
 }
 
@@ -38,7 +41,8 @@ class Event:
         return self.fields.get("client")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "time": self.time, "kind": self.kind, **self.fields}
+        # The event's own seq, time and kind win over any field of the same name.
+        return {**self.fields, "seq": self.seq, "time": self.time, "kind": self.kind}
 
 
 class EventLog:
@@ -55,6 +59,12 @@ class EventLog:
         for listener in list(self._listeners):
             listener(event)
         return event
+
+    def restore(self, events: list[Event]) -> None:
+        """Bring back the log of an earlier run; new events continue its numbering."""
+        self._events.extend(events)
+        if events:
+            self._seq = itertools.count(events[-1].seq + 1)
 
     def listen(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         self._listeners.append(listener)

@@ -9,7 +9,6 @@ os.environ["PXCONTROL_LOAD_PLUGINS"] = ""
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,25 +19,9 @@ from pathlib import Path
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
+from pxcontrol.testing import free_port, wait_for
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
-    """Poll a condition until it holds; fail with `what` if it never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.01)
 
 
 async def async_wait_for(

@@ -114,3 +114,22 @@ def test_run_refuses_a_broken_show_and_starts_nothing(tmp_path):
     assert result.returncode == 1
     assert "show.toml:2: error: modules.House.type: unknown module type 'lgo'" in result.stderr
     assert "nothing was started" in result.stderr
+
+
+def test_the_scripted_demo_shows_a_failover_end_to_end():
+    result = pxcontrol("demo", "--scripted", timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    order = [
+        "client.online     client=Playout1",
+        "killing Playout1's agent (SIGKILL)",
+        "client.offline    client=Playout1 automatic=True",
+        "backup.activated  client=Playout1 backup=Backup1",
+        "action Console.Send: ok",
+        "Backup1's agent was told: it now plays {'Playout1': ['Output 1', 'Output 2', 'Cam 1']}",
+        "its outputs stay on Backup1",
+        "demo over: every process stopped",
+    ]
+    positions = [text.find(line) for line in order]
+    assert -1 not in positions, text
+    assert positions == sorted(positions), text

@@ -1,0 +1,262 @@
+"""The agent: runs on each client, sends heartbeats with performance data, hears notices.
+
+Heartbeats leave on a fixed schedule that nothing else can delay: performance
+figures are gathered apart from it (in a thread) and the latest ones ride along.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import psutil
+
+from pxcontrol.events import EventLog
+from pxcontrol.heartbeat import (
+    HEARTBEAT,
+    HEARTBEAT_BUDGET,
+    PLACEMENT,
+    Heartbeat,
+    Placement,
+    WireError,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("pxcontrol.agent")
+
+PERFORMANCE_EVERY = 0.5  # seconds between performance readings
+
+
+class Agent:
+    def __init__(
+        self,
+        name: str,
+        director: tuple[str, int],
+        pm: pluggy.PluginManager,
+        bind: str | None = None,
+        secret: bytes | None = None,
+        interval: float = 0.1,
+    ) -> None:
+        self.name = name
+        self.director = director
+        self.bind = bind
+        self.secret = secret
+        self.interval = interval
+        self.pm = pm
+        self.boot = secrets.token_hex(8)
+        self.seq = 0
+        self.epoch = 0
+        self.placement: Placement | None = None
+        self.events = EventLog()
+        self.performance: dict[str, Any] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._director_ips = _addresses_of(director[0])
+        self._gpu = _Gpu.find()
+
+    async def run(
+        self, stop: asyncio.Event, on_ready: Callable[[Agent], None] | None = None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.director[0] else socket.AF_INET
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Notices(self), local_addr=(self.bind or "0.0.0.0", 0), family=family
+        )
+        tasks = [
+            loop.create_task(self._send_heartbeats(), name="heartbeats"),
+            loop.create_task(self._measure(), name="performance"),
+        ]
+        if on_ready is not None:
+            on_ready(self)
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._transport.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._transport is not None
+        return self._transport.get_extra_info("sockname")[:2]
+
+    async def _send_heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            self.seq += 1
+            beat = Heartbeat(
+                name=self.name,
+                boot=self.boot,
+                seq=self.seq,
+                interval=self.interval,
+                epoch=self.epoch,
+                cpu=self.performance.get("cpu"),
+                memory=self.performance.get("memory"),
+                gpu=self.performance.get("gpu"),
+                extra=self.performance.get("extra", {}),
+            )
+            packet = encode(HEARTBEAT, beat, self.secret)
+            if len(packet) > HEARTBEAT_BUDGET:
+                # Plugin figures must never make the heartbeat itself too big to arrive.
+                if self.seq % 100 == 1:
+                    log.warning("plugin figures make the heartbeat %d bytes: not sent", len(packet))
+                packet = encode(HEARTBEAT, beat.model_copy(update={"extra": {}}), self.secret)
+            try:
+                assert self._transport is not None
+                self._transport.sendto(packet, self.director)
+            except OSError as exc:  # no route yet: keep the schedule, say so once in a while
+                if self.seq % 50 == 1:
+                    log.warning("cannot reach the director at %s:%s: %s", *self.director, exc)
+            # A fixed schedule, not a fixed pause: send time does not drift.
+            due += self.interval
+            delay = due - loop.time()
+            if delay < -self.interval:  # we were stopped (SIGSTOP) or starved: start afresh
+                due = loop.time()
+                delay = 0
+            await asyncio.sleep(max(0.0, delay))
+
+    async def _measure(self) -> None:
+        psutil.cpu_percent(None)  # the first reading only starts the measurement
+        while True:
+            await asyncio.sleep(PERFORMANCE_EVERY)
+            figures = await asyncio.to_thread(self._read_performance)
+            figures["extra"] = await self._plugin_figures()
+            self.performance = figures
+
+    def _read_performance(self) -> dict[str, Any]:
+        figures: dict[str, Any] = {
+            "cpu": psutil.cpu_percent(None),
+            "memory": psutil.virtual_memory().percent,
+        }
+        if self._gpu is not None:
+            figures["gpu"] = self._gpu.read()
+        return figures
+
+    async def _plugin_figures(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        for impl in self.pm.hook.agent_performance.get_hookimpls():
+            try:
+                result = impl.function()
+                if inspect.isawaitable(result):
+                    result = await asyncio.wait_for(result, PERFORMANCE_EVERY)
+                extra.update(result or {})
+            except Exception as exc:
+                log.debug("plugin %s performance failed: %s", impl.plugin_name, exc)
+        return extra
+
+    # --- notices from the director ---
+
+    def notice(self, packet: bytes, source: tuple[str, int]) -> None:
+        if source[0] not in self._director_ips and self.director[0] not in ("0.0.0.0", "::"):
+            return  # only the director decides where outputs play
+        try:
+            placement = decode(packet, PLACEMENT, Placement, self.secret)
+        except WireError as error:
+            log.warning("dropped notice from %s: %s", source[0], error)
+            return
+        if abs(placement.interval - self.interval) > 1e-9:
+            log.info("heartbeat interval set by the show: %g s", placement.interval)
+            self.interval = placement.interval
+        if placement.epoch <= self.epoch:
+            return  # an older or repeated decision never undoes a newer one
+        self.epoch = placement.epoch
+        self.placement = placement
+        if placement.event is not None:
+            kind = "backup.moved" if "to" in placement.event else "backup.activated"
+            self._observe(kind, {**placement.event, "plays": placement.plays})
+        else:
+            self._observe("agent.placement", {"epoch": placement.epoch, "plays": placement.plays})
+
+    def _observe(self, kind: str, fields: dict[str, Any]) -> None:
+        event = self.events.add(kind, fields)
+        for impl in self.pm.hook.observe_event.get_hookimpls():
+            try:
+                result = impl.function(event=event)
+                if inspect.isawaitable(result):
+                    asyncio.get_running_loop().create_task(_bounded(result))
+            except Exception:
+                log.exception("plugin %s failed observing %s", impl.plugin_name, kind)
+
+
+async def _bounded(awaitable: Any) -> None:
+    try:
+        await asyncio.wait_for(awaitable, 5.0)
+    except Exception:
+        log.exception("an agent plugin failed observing an event")
+
+
+class _Notices(asyncio.DatagramProtocol):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def datagram_received(self, data: bytes, addr: tuple[str, Any]) -> None:
+        try:
+            self.agent.notice(data, (addr[0], addr[1]))
+        except Exception:
+            log.exception("notice handling failed")
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # the director is not up yet: heartbeats keep going
+
+
+class _Gpu:
+    """NVIDIA GPU figures through NVML, where the driver and nvidia-ml-py are present."""
+
+    def __init__(self, nvml: Any, handle: Any) -> None:
+        self.nvml, self.handle = nvml, handle
+        name = nvml.nvmlDeviceGetName(handle)
+        self.name = name.decode() if isinstance(name, bytes) else str(name)
+
+    @classmethod
+    def find(cls) -> _Gpu | None:
+        try:
+            import pynvml  # type: ignore[import-not-found]
+
+            pynvml.nvmlInit()
+            return cls(pynvml, pynvml.nvmlDeviceGetHandleByIndex(0))
+        except Exception:  # no package, no driver, no GPU: absent is fine
+            return None
+
+    def read(self) -> dict[str, Any]:
+        try:
+            rates = self.nvml.nvmlDeviceGetUtilizationRates(self.handle)
+            memory = self.nvml.nvmlDeviceGetMemoryInfo(self.handle)
+            return {
+                "name": self.name,
+                "load": rates.gpu,
+                "memory": 100 * memory.used / memory.total,
+            }
+        except Exception:
+            return {"name": self.name}
+
+
+def _addresses_of(host: str) -> set[str]:
+    """The director's addresses: notices are accepted only from these."""
+    try:
+        return {host} | {
+            info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        }
+    except OSError:
+        return {host}
+
+
+def read_secret(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    return path.read_text().strip().encode()
+
+
+def director_address(text: str, default_port: int = 7401) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or "]" in port or (":" in host and not host.startswith("[")):
+        return text.strip("[]"), default_port
+    return host.strip("[]"), int(port)

@@ -1,0 +1,336 @@
+"""The backup manager: which backup covers which client, takeover, move to, automatic backup.
+
+Every decision goes through here, whoever asks (automatic detection, OSC, the
+web page, the CLI), is serialised, carries a new epoch, and is on disk before
+it is announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pxcontrol.detection import ClientState
+from pxcontrol.show import ClientDecl, ShowFile
+from pxcontrol.state import SavedState, StateStore
+
+log = logging.getLogger("pxcontrol.backup")
+
+Emit = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What moves from a playout client to a backup: same-named outputs and live inputs."""
+
+    outputs: tuple[str, ...]
+    live_inputs: tuple[str, ...]
+    unmatched: tuple[str, ...]
+
+    @classmethod
+    def between(cls, playout: ClientDecl, backup: ClientDecl) -> Transfer:
+        outputs = tuple(o for o in playout.outputs if o in backup.outputs)
+        inputs = tuple(i for i in playout.live_inputs if i in backup.live_inputs)
+        unmatched = tuple(
+            n for n in (*playout.outputs, *playout.live_inputs) if n not in (*outputs, *inputs)
+        )
+        return cls(outputs, inputs, unmatched)
+
+    @property
+    def empty(self) -> bool:
+        return not self.outputs and not self.live_inputs
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    message: str
+    epoch: int = 0
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class BackupManager:
+    def __init__(
+        self,
+        show: ShowFile,
+        saved: SavedState,
+        store: StateStore | None,
+        state_of: Callable[[str], ClientState],
+        emit: Emit,
+        announce: Callable[[int, dict | None], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.show = show
+        self.epoch = saved.epoch
+        self.placement = {c.name: c.name for c in self.playouts()}
+        self.placement.update({k: v for k, v in saved.placement.items() if k in self.placement})
+        self.auto_override = dict(saved.auto)
+        self._store = store
+        self._state_of = state_of
+        self._emit = emit
+        self._announce = announce
+        self._lock = asyncio.Lock()
+
+    # --- the declarations ---
+
+    def client(self, name: str) -> ClientDecl:
+        found = self.show.client(name)
+        if found is None:
+            known = ", ".join(c.name for c in self.show.clients) or "none"
+            raise Refused("unknown client", f"no client is called {name!r} (clients: {known})")
+        return found
+
+    def backups_for(self, playout: ClientDecl) -> list[ClientDecl]:
+        return [c for c in self.show.clients if playout.ip in c.backup_for]
+
+    def playouts(self) -> list[ClientDecl]:
+        """Clients that some backup covers."""
+        return [c for c in self.show.clients if self.backups_for(c)]
+
+    def plays_on(self, name: str) -> str:
+        return self.placement.get(name, name)
+
+    def carrying(self, backup: str) -> str | None:
+        """The playout client whose outputs this backup plays now, if any."""
+        return next((p for p, b in self.placement.items() if b == backup and p != backup), None)
+
+    def auto_enabled(self, name: str) -> bool:
+        """Automatic backup for a playout client: the operator's switch, else the show's."""
+        if name in self.auto_override:
+            return self.auto_override[name]
+        playout = self.show.client(name)
+        if playout is None:
+            return False
+        if "auto_backup" in playout.model_fields_set:
+            return playout.auto_backup
+        return any(b.auto_backup for b in self.backups_for(playout))
+
+    def why_not_takeover(self, name: str) -> str | None:
+        """The reason a takeover would be refused now, or None; for buttons that explain."""
+        try:
+            self._choose_backup(self.client(name))
+        except Refused as refused:
+            return refused.message
+        return None
+
+    def plays(self, agent: str) -> dict[str, list[str]]:
+        """What an agent's machine should play now: playout client → output and input names."""
+        result: dict[str, list[str]] = {}
+        me = self.show.client(agent)
+        if me is None:
+            return result
+        if self.plays_on(agent) == agent and not me.backup_for:
+            result[agent] = [*me.outputs, *me.live_inputs]
+        for playout, where in self.placement.items():
+            if where == agent and playout != agent:
+                transfer = Transfer.between(self.client(playout), me)
+                result[playout] = [*transfer.outputs, *transfer.live_inputs]
+        return result
+
+    # --- decisions ---
+
+    async def takeover(self, name: str, trigger: str, by: str = "") -> Decision:
+        """Move a playout client's outputs to its backup now."""
+        async with self._lock:
+            try:
+                playout = self.client(name)
+                backup, transfer = self._choose_backup(playout)
+            except Refused as refused:
+                return self._refuse(name, refused, trigger, by)
+            self.epoch += 1
+            self.placement[playout.name] = backup.name
+            await self._save()
+            event = {
+                "client": playout.name,
+                "backup": backup.name,
+                "outputs": list(transfer.outputs),
+                "live_inputs": list(transfer.live_inputs),
+                "unmatched": list(transfer.unmatched),
+                "reason": trigger,
+                "by": by,
+                "epoch": self.epoch,
+            }
+            await self._tell_agents(event)
+            self._emit("backup.activated", event)
+            if transfer.unmatched:
+                self._emit(
+                    "alarm",
+                    client=playout.name,
+                    alarm="names mismatch",
+                    message=f"{', '.join(transfer.unmatched)} of {playout.name} have no "
+                    f"same-named counterpart on {backup.name} and were not transferred",
+                )
+            return Decision(True, f"{playout.name} is on {backup.name}", self.epoch)
+
+    async def move_to(self, name: str, target: str | None, trigger: str, by: str = "") -> Decision:
+        """Move a playout client's outputs from where they play now to `target` (default: home)."""
+        async with self._lock:
+            try:
+                playout = self.client(name)
+                if not self.backups_for(playout):
+                    raise Refused("no backup", f"{name} has no backup: its outputs never move")
+                to = self.client(target or name)
+                source = self.plays_on(playout.name)
+                self._check_move(playout, to, source)
+            except Refused as refused:
+                self._emit(
+                    "backup.failed",
+                    client=name,
+                    reason=refused.reason,
+                    message=refused.message,
+                    trigger=trigger,
+                    by=by,
+                    action="move",
+                )
+                return Decision(False, refused.message, self.epoch)
+            self.epoch += 1
+            self.placement[playout.name] = to.name
+            await self._save()
+            outputs = (
+                [*playout.outputs, *playout.live_inputs]
+                if to.name == playout.name
+                else [*(t := Transfer.between(playout, to)).outputs, *t.live_inputs]
+            )
+            event = {
+                "client": playout.name,
+                "from": source,
+                "to": to.name,
+                "outputs": outputs,
+                "reason": trigger,
+                "by": by,
+                "epoch": self.epoch,
+            }
+            await self._tell_agents(event)
+            self._emit("backup.moved", event)
+            return Decision(True, f"{playout.name} is on {to.name}", self.epoch)
+
+    async def set_auto(self, name: str, on: bool, trigger: str, by: str = "") -> Decision:
+        async with self._lock:
+            try:
+                playout = self.client(name)
+            except Refused as refused:
+                return Decision(False, refused.message, self.epoch)
+            if not self.backups_for(playout):
+                return Decision(False, f"{name} has no backup to switch to", self.epoch)
+            self.auto_override[name] = on
+            await self._save()
+            self._emit("backup.auto", client=name, on=on, reason=trigger, by=by)
+            state = "on" if on else "off"
+            return Decision(True, f"automatic backup for {name} is {state}", self.epoch)
+
+    async def client_offline(self, name: str, eligible: bool, why_not: str) -> None:
+        """The detector declared a client offline: take over automatically if the show says so."""
+        client = self.show.client(name)
+        if client is None:
+            return
+        carried = self.carrying(name)
+        if carried is not None:
+            self._emit(
+                "alarm",
+                client=name,
+                alarm="backup lost",
+                message=f"backup {name} went offline while playing the outputs of {carried}",
+            )
+        if not self.backups_for(client) or not self.auto_enabled(name):
+            return
+        if self.plays_on(name) != name:
+            return  # its outputs already play elsewhere
+        if not eligible:
+            reason = "mass failure guard" if "mass failure" in why_not else "startup guard"
+            self._refuse(
+                name, Refused(reason, f"no automatic takeover of {name}: {why_not}"), "auto"
+            )
+            return
+        await self.takeover(name, "auto", by="detector")
+
+    # --- rules ---
+
+    def _choose_backup(self, playout: ClientDecl) -> tuple[ClientDecl, Transfer]:
+        backups = self.backups_for(playout)
+        if not backups:
+            raise Refused("no backup", f"{playout.name} has no backup client in the show")
+        where = self.plays_on(playout.name)
+        if where != playout.name:
+            raise Refused("already taken over", f"{playout.name} already plays on {where}")
+        refusal: Refused | None = None
+        for backup in backups:
+            try:
+                return backup, self._check_backup(playout, backup)
+            except Refused as refused:
+                refusal = refusal or refused
+        assert refusal is not None
+        raise refusal
+
+    def _check_backup(self, playout: ClientDecl, backup: ClientDecl) -> Transfer:
+        state = self._state_of(backup.name)
+        if state is not ClientState.ONLINE:
+            raise Refused("backup offline", f"backup {backup.name} is {state}: nothing can move")
+        busy = self.carrying(backup.name)
+        if busy is not None:
+            raise Refused(
+                "backup busy",
+                f"backup {backup.name} already plays the outputs of {busy}; move {busy} back first",
+            )
+        transfer = Transfer.between(playout, backup)
+        if transfer.empty:
+            raise Refused(
+                "names mismatch",
+                f"none of {playout.name}'s outputs or live inputs has a same-named "
+                f"counterpart on {backup.name}",
+            )
+        return transfer
+
+    def _check_move(self, playout: ClientDecl, to: ClientDecl, source: str) -> None:
+        if to.name == source:
+            raise Refused("already there", f"{playout.name}'s outputs already play on {to.name}")
+        if to.name != playout.name and to not in self.backups_for(playout):
+            raise Refused(
+                "not a backup",
+                f"{to.name} does not back up {playout.name}: only {playout.name} itself or "
+                "its backups can play its outputs",
+            )
+        state = self._state_of(to.name)
+        if state is not ClientState.ONLINE:
+            raise Refused(
+                "target offline",
+                f"{to.name} is {state}: move outputs only to a client that is online",
+            )
+        if to.name != playout.name:
+            busy = self.carrying(to.name)
+            if busy is not None:
+                raise Refused("backup busy", f"{to.name} already plays the outputs of {busy}")
+            if Transfer.between(playout, to).empty:
+                raise Refused(
+                    "names mismatch", f"{to.name} has none of {playout.name}'s output names"
+                )
+
+    def _refuse(self, name: str, refused: Refused, trigger: str, by: str = "") -> Decision:
+        self._emit(
+            "backup.failed",
+            client=name,
+            reason=refused.reason,
+            message=refused.message,
+            trigger=trigger,
+            by=by,
+            action="takeover",
+        )
+        if refused.reason == "backup busy":
+            self._emit("alarm", client=name, alarm="backup busy", message=refused.message)
+        return Decision(False, refused.message, self.epoch)
+
+    async def _save(self) -> None:
+        if self._store is not None:
+            await self._store.save(self.epoch, self.placement, self.auto_override)
+
+    async def _tell_agents(self, event: dict) -> None:
+        if self._announce is not None:
+            result = self._announce(self.epoch, event)
+            if result is not None:
+                await result

@@ -1,0 +1,173 @@
+"""`pxcontrol demo`: the built-in demo show with a director and two agents, on this machine.
+
+Everything is a real process on loopback: the director, a playout agent on
+127.0.0.11 and a backup agent on 127.0.0.21. The timeline is read from the
+director's own event stream.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from pxcontrol.loader import DEMO_SHOW
+from pxcontrol.processes import Process, wait_for
+from pxcontrol.testing import free_port
+
+PLAYOUT, PLAYOUT_IP = "Playout1", "127.0.0.11"
+BACKUP, BACKUP_IP = "Backup1", "127.0.0.21"
+STYLE = {
+    "client.offline": "bold red",
+    "client.late": "yellow",
+    "client.online": "green",
+    "backup.activated": "bold magenta",
+    "backup.failed": "bold red",
+    "alarm": "bold red",
+    "action.failed": "red",
+}
+
+
+class Demo:
+    def __init__(self, console: Console, folder: Path) -> None:
+        self.console = console
+        self.folder = folder
+        # The demo's own heartbeat port, so it runs beside anything else on this machine.
+        text = DEMO_SHOW.read_text().replace(
+            "heartbeat_port = 7401", f"heartbeat_port = {free_port()}"
+        )
+        (folder / "show.toml").write_text(text)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.started = time.monotonic()
+        self.printed = 0
+        self.director: Process | None = None
+        self.agents: dict[str, Process] = {}
+
+    def start(self) -> None:
+        self.director = Process(
+            ["run", str(self.folder), "--state", str(self.folder / "state"), "--json-events"],
+            self.env,
+        )
+        try:
+            loaded = self.director.wait_event("show.loaded", timeout=30)
+        except AssertionError:
+            raise SystemExit(
+                "the director did not start:\n  " + "\n  ".join(self.director.output[-10:])
+            ) from None
+        port = loaded["heartbeat_port"]
+        for name, ip in ((PLAYOUT, PLAYOUT_IP), (BACKUP, BACKUP_IP)):
+            self.agents[name] = self.agent(name, ip, port)
+        self.say(
+            f"director on 127.0.0.1 (heartbeats :{port}); agents {PLAYOUT} on {PLAYOUT_IP} "
+            f"and {BACKUP} on {BACKUP_IP}, pids {self.agents[PLAYOUT].proc.pid} and "
+            f"{self.agents[BACKUP].proc.pid}"
+        )
+        self.show_until("client.online", client=BACKUP)
+        self.show_until("client.online", client=PLAYOUT)
+
+    def agent(self, name: str, ip: str, port: int) -> Process:
+        args = ["agent", "--name", name, "--director", f"127.0.0.1:{port}", "--bind", ip]
+        return Process([*args, "--json-events"], self.env)
+
+    def scripted(self) -> None:
+        """Kill the playout agent, show the takeover, bring it back, show the outputs stay."""
+        assert self.director is not None
+        self.say(f"killing {PLAYOUT}'s agent (SIGKILL): its heartbeats stop now", "bold")
+        self.started = time.monotonic()
+        self.agents[PLAYOUT].signal(signal.SIGKILL)
+        activated = self.show_until("backup.activated", client=PLAYOUT)
+        self.show_until("mapping.done", event_seq=activated["seq"], mapping="mappings[0]")
+        self.show_until("mapping.done", event_seq=activated["seq"], mapping=f"{BACKUP}.on_backup")
+        notice = wait_for(lambda: self.agents[BACKUP].of_kind("backup.activated"), 10)[0]
+        self.say(f"{BACKUP}'s agent was told: it now plays {notice['plays']}")
+        self.say(f"restarting {PLAYOUT}'s agent, as after a reboot", "bold")
+        port = self.director.of_kind("show.loaded")[0]["heartbeat_port"]
+        self.agents[PLAYOUT] = self.agent(PLAYOUT, PLAYOUT_IP, port)
+        self.show_until("client.online", after=activated["seq"], client=PLAYOUT)
+        self.say(
+            f"{PLAYOUT} is back, but its outputs stay on {BACKUP} until an operator moves them "
+            "back: fail over fast, return by hand"
+        )
+
+    def interactive(self) -> None:
+        self.say(
+            f"try it: kill -9 {self.agents[PLAYOUT].proc.pid}   (the playout agent); "
+            "watch the takeover here; Ctrl-C ends the demo",
+            "bold",
+        )
+        assert self.director is not None
+        while self.director.proc.poll() is None:
+            self.show_new()
+            time.sleep(0.05)
+
+    def show_until(self, kind: str, timeout: float = 15.0, **fields: Any) -> dict[str, Any]:
+        assert self.director is not None
+        found = wait_for(
+            lambda: self.show_new() or self.director.of_kind(kind, **fields),
+            timeout,
+            f"{kind} {fields}",
+        )
+        self.show_new()
+        return found[0]
+
+    def show_new(self) -> None:
+        assert self.director is not None
+        events = self.director.events
+        while self.printed < len(events):
+            self.print_event(events[self.printed])
+            self.printed += 1
+
+    def print_event(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "mapping.done":
+            for action in event["actions"]:
+                result = "ok" if action["ok"] else f"FAILED: {action['error']}"
+                self.line(
+                    event,
+                    f"  action {action['action']}: {result} ({action['duration'] * 1000:.1f} ms)",
+                    "cyan",
+                )
+            return
+        if kind == "module.status":
+            return
+        skip = {"seq", "time", "kind", "_seen", "ip", "unmatched", "epoch", "by"}
+        detail = " ".join(
+            f"{k}={v}" for k, v in event.items() if k not in skip and v not in ("", [])
+        )
+        self.line(event, f"{kind:<17} {detail}", STYLE.get(kind, ""))
+
+    def line(self, event: dict[str, Any], text: str, style: str) -> None:
+        elapsed = event["_seen"] - self.started
+        self.console.print(Text.assemble((f"{elapsed:+8.3f} s  ", "dim"), (text, style)))
+
+    def say(self, text: str, style: str = "dim") -> None:
+        self.console.print(Text(f"           {text}", style=style))
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            agent.kill()
+        if self.director is not None:
+            self.director.stop()
+            self.show_new()
+
+
+def run_demo(console: Console, scripted: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="pxcontrol-demo-") as folder:
+        demo = Demo(console, Path(folder))
+        try:
+            demo.start()
+            if scripted:
+                demo.scripted()
+            else:
+                demo.interactive()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            demo.stop()
+        console.print("demo over: every process stopped")

@@ -1,0 +1,184 @@
+"""The director in this process, its agents as real subprocesses: move to, forged heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pxcontrol.app import load_show
+from pxcontrol.detection import ClientState
+from pxcontrol.director import Director
+from pxcontrol.heartbeat import HEARTBEAT, Heartbeat, encode
+from pxcontrol.testing import Process
+
+from .conftest import async_wait_for, free_port
+
+SHOW = """
+[director]
+heartbeat_port = {port}
+secret = "s3cret"
+
+[detection]
+heartbeat_interval = 0.05
+offline_after = 0.4
+online_after = 0.6
+
+[[clients]]
+name = "Playout1"
+ip = "127.0.0.11"
+outputs = ["Output 1", "Output 2"]
+
+[[clients]]
+name = "Backup1"
+ip = "127.0.0.21"
+outputs = ["Output 1", "Output 2"]
+backup_for = ["127.0.0.11"]
+"""
+
+
+class Show:
+    def __init__(self, director: Director, port: int, folder) -> None:
+        self.director = director
+        self.port = port
+        self.secret_file = folder / "secret"
+        self.secret_file.write_text("s3cret\n")
+        self.agents: dict[str, Process] = {}
+
+    def agent(self, name: str, ip: str) -> Process:
+        self.agents[name] = Process(
+            [
+                "agent",
+                "--name",
+                name,
+                "--director",
+                f"127.0.0.1:{self.port}",
+                "--bind",
+                ip,
+                "--secret-file",
+                str(self.secret_file),
+                "--json-events",
+            ]
+        )
+        return self.agents[name]
+
+    def kinds(self, kind: str, **fields) -> list:
+        return [
+            e
+            for e in self.director.app.events
+            if e.kind == kind and all(e.fields.get(k) == v for k, v in fields.items())
+        ]
+
+    async def state(self, name: str, state: ClientState) -> None:
+        await async_wait_for(
+            lambda: self.director.live.state(name) is state, what=f"{name} {state}"
+        )
+
+
+@pytest.fixture
+async def show(tmp_path) -> AsyncIterator[Show]:
+    port = free_port()
+    (tmp_path / "show.toml").write_text(SHOW.replace("{port}", str(port)))
+    director = Director(load_show(tmp_path / "show.toml"), tmp_path / "state")
+    await director.start()
+    running = Show(director, port, tmp_path)
+    yield running
+    for agent in running.agents.values():
+        agent.kill()
+    await director.stop()
+
+
+async def test_move_to_brings_the_outputs_home_only_when_home_is_online(show: Show):
+    show.agent("Playout1", "127.0.0.11")
+    backup_agent = show.agent("Backup1", "127.0.0.21")
+    await show.state("Playout1", ClientState.ONLINE)
+    await show.state("Backup1", ClientState.ONLINE)
+    backup = show.director.backup
+    assert backup is not None
+
+    decision = await backup.takeover("Playout1", "manual", by="test")
+    assert decision.ok and decision.epoch == 1
+    await async_wait_for(lambda: backup_agent.of_kind("backup.activated"))
+
+    show.agents["Playout1"].kill()
+    await show.state("Playout1", ClientState.OFFLINE)
+    refused = await backup.move_to("Playout1", None, "manual")
+    assert not refused.ok
+    assert refused.message == "Playout1 is offline: move outputs only to a client that is online"
+    assert show.kinds("backup.failed", reason="target offline")
+    assert backup.plays_on("Playout1") == "Backup1" and backup.epoch == 1
+
+    home = show.agent("Playout1", "127.0.0.11")  # the machine is back, a new agent run
+    await show.state("Playout1", ClientState.ONLINE)
+    decision = await backup.move_to("Playout1", None, "manual", by="test")
+    assert decision.ok and decision.epoch == 2
+    (moved,) = show.kinds("backup.moved")
+    assert moved.fields["from"] == "Backup1" and moved.fields["to"] == "Playout1"
+    notice = await async_wait_for(lambda: home.of_kind("backup.moved"))
+    assert notice[0]["plays"] == {"Playout1": ["Output 1", "Output 2"]}
+    backup_notice = await async_wait_for(lambda: backup_agent.of_kind("backup.moved"))
+    assert backup_notice[0]["plays"] == {}
+
+
+async def test_a_late_agent_catches_up_with_the_epoch_through_its_heartbeats(show: Show):
+    """A notice lost on the way is sent again until the agent's heartbeat says it has it."""
+    show.agent("Playout1", "127.0.0.11")
+    await show.state("Playout1", ClientState.ONLINE)
+    backup = show.director.backup
+    assert backup is not None
+    # Backup1's agent is not running yet: it cannot hear the takeover notice.
+    show.director.live.detector.clients["Backup1"].state = ClientState.ONLINE
+    assert (await backup.takeover("Playout1", "manual")).ok
+    late = show.agent("Backup1", "127.0.0.21")
+    notice = await async_wait_for(lambda: late.of_kind("agent.placement"))
+    assert notice[0]["epoch"] == 1
+    assert notice[0]["plays"] == {"Playout1": ["Output 1", "Output 2"]}
+
+
+async def test_forged_replayed_and_malformed_heartbeats_never_keep_a_dead_client_alive(show: Show):
+    agent = show.agent("Playout1", "127.0.0.11")
+    await show.state("Playout1", ClientState.ONLINE)
+    live = show.director.live
+    real = live.clients["Playout1"]
+    boot, seq = real.boot, real.seq
+    assert boot is not None
+
+    def beat(seq: int, boot: str = boot) -> Heartbeat:
+        return Heartbeat(name="Playout1", boot=boot, seq=seq, interval=0.05)
+
+    forged = {
+        "bad_signature": (encode(HEARTBEAT, beat(10**6), b"wrong secret"), "127.0.0.11"),
+        "replay": (encode(HEARTBEAT, beat(seq), b"s3cret"), "127.0.0.11"),
+        "wrong_source": (encode(HEARTBEAT, beat(10**6 + 1), b"s3cret"), "127.0.0.99"),
+        "malformed": (b"\x00garbage" * 10, "127.0.0.11"),
+        "unknown_client": (
+            encode(HEARTBEAT, Heartbeat(name="Nobody", boot="x", seq=1, interval=0.05), b"s3cret"),
+            "127.0.0.11",
+        ),
+    }
+    agent.signal(signal.SIGKILL)
+    senders = {}
+    for _, source in forged.values():
+        if source not in senders:
+            senders[source] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            senders[source].bind((source, 0))
+
+    async def spray() -> None:
+        while True:
+            for packet, source in forged.values():
+                senders[source].sendto(packet, ("127.0.0.1", show.port))
+            await asyncio.sleep(0.01)
+
+    sprayer = asyncio.get_running_loop().create_task(spray())
+    try:
+        await show.state("Playout1", ClientState.OFFLINE)
+    finally:
+        sprayer.cancel()
+        for sender in senders.values():
+            sender.close()
+    for reason in forged:
+        assert live.drops[reason] > 0, f"{reason} was counted"
+    assert real.boot == boot and seq <= real.seq < 10**6, "nothing forged was taken for the agent"
