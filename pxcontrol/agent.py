@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import secrets
 import socket
@@ -29,6 +30,7 @@ from pxcontrol.heartbeat import (
     decode,
     encode,
 )
+from pxcontrol.plugins import hook_order
 
 log = logging.getLogger("pxcontrol.agent")
 
@@ -104,7 +106,10 @@ class Agent:
                 gpu=self.performance.get("gpu"),
                 extra=self.performance.get("extra", {}),
             )
-            packet = encode(HEARTBEAT, beat, self.secret)
+            try:
+                packet = encode(HEARTBEAT, beat, self.secret)
+            except (TypeError, ValueError):  # never let figures stop the heartbeat
+                packet = encode(HEARTBEAT, beat.model_copy(update={"extra": {}}), self.secret)
             if len(packet) > HEARTBEAT_BUDGET:
                 # Plugin figures must never make the heartbeat itself too big to arrive.
                 if self.seq % 100 == 1:
@@ -143,11 +148,12 @@ class Agent:
 
     async def _plugin_figures(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        for impl in self.pm.hook.agent_performance.get_hookimpls():
+        for impl in hook_order(self.pm.hook.agent_performance):
             try:
                 result = impl.function()
                 if inspect.isawaitable(result):
                     result = await asyncio.wait_for(result, PERFORMANCE_EVERY)
+                json.dumps(result or {})  # what cannot travel is dropped here, not in the heartbeat
                 extra.update(result or {})
             except Exception as exc:
                 log.debug("plugin %s performance failed: %s", impl.plugin_name, exc)
@@ -178,7 +184,7 @@ class Agent:
 
     def _observe(self, kind: str, fields: dict[str, Any]) -> None:
         event = self.events.add(kind, fields)
-        for impl in self.pm.hook.observe_event.get_hookimpls():
+        for impl in hook_order(self.pm.hook.observe_event):
             try:
                 result = impl.function(event=event)
                 if inspect.isawaitable(result):

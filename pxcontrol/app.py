@@ -19,8 +19,14 @@ from pxcontrol.actions import ActionSpec, describe_validation_error
 from pxcontrol.catalog import Catalog, DuplicateModuleType
 from pxcontrol.events import Event, EventLog
 from pxcontrol.loader import parse_structure, read_show
-from pxcontrol.module import Module, ModuleStatus
-from pxcontrol.plugins import PluginProblem, load_dropins, make_plugin_manager
+from pxcontrol.module import Backoff, Module, ModuleStatus
+from pxcontrol.plugins import (
+    DropinCache,
+    PluginProblem,
+    hook_order,
+    load_dropins,
+    make_plugin_manager,
+)
 from pxcontrol.problems import Problem, Severity, ShowInvalid
 from pxcontrol.rules import check_show
 from pxcontrol.show import ACTION_REF, ShowFile
@@ -48,30 +54,53 @@ class LoadedShow:
         return self.path.parent
 
 
+class PluginError(Exception):
+    """A plugin's registration failed; the message names the plugin and what to change."""
+
+
 def collect_module_types(pm: pluggy.PluginManager) -> Catalog:
     """Ask each plugin for its module types, so each type knows the plugin it came from."""
     catalog = Catalog()
-    for impl in pm.hook.register_module_types.get_hookimpls():
+    for impl in pm.hook.register_module_types.get_hookimpls():  # registration order
 
         def register(cls: type[Module], name: str | None = None, _plugin: str = impl.plugin_name):
             catalog.register(cls, _plugin, name)
 
-        impl.function(register=register)
+        try:
+            result = impl.function(register=register)
+        except DuplicateModuleType as exc:
+            raise PluginError(str(exc)) from None
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed to register its module types: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: say why instead of a RuntimeWarning
+        if inspect.isawaitable(result):
+            raise PluginError(
+                f"plugin {impl.plugin_name!r}: register_module_types must be a plain 'def', "
+                "not 'async def': it runs once at load, before anything starts"
+            )
     return catalog
 
 
-def load_show(path: Path) -> LoadedShow:
-    """Read, parse and check a show with its drop-in modules; ShowInvalid lists every problem."""
+def load_show(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
+    """Read, parse and check a show with its drop-in modules; ShowInvalid lists every problem.
+
+    Pass the running show's DropinCache when reloading, so unchanged drop-in
+    files are not imported again.
+    """
     source = read_show(path)
     report = source.reporter()
     show = parse_structure(source, report)
     pm, problems = make_plugin_manager()
-    problems += load_dropins(pm, path.parent / "modules")
+    problems += load_dropins(pm, path.parent / "modules", dropins)
     for problem in problems:
         report.problems.append(_plugin_problem(problem))
     try:
         catalog = collect_module_types(pm)
-    except (DuplicateModuleType, TypeError) as exc:
+    except PluginError as exc:
         report.error((), str(exc))
         raise ShowInvalid(report.problems) from None
     check_show(show, catalog, report, source.data)
@@ -120,6 +149,21 @@ class ActionRecord:
         }
 
 
+@dataclass
+class ModuleChanges:
+    kept: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def _unchanged(module: Module, decl: Any, loaded: LoadedShow) -> bool:
+    mtype = loaded.catalog.types.get(decl.type)
+    if mtype is None or type(module) is not mtype.cls:
+        return False  # another type, or its code changed
+    return module.settings == mtype.cls.Settings.model_validate(decl.settings)
+
+
 def _plain(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool | list | dict)
 
@@ -134,6 +178,7 @@ class App:
         self.calls: deque[ActionRecord] = deque(maxlen=500)
         self.last_calls: dict[str, ActionRecord] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._starting: dict[str, asyncio.Task[None]] = {}  # modules whose start failed
 
     @property
     def show(self) -> ShowFile:
@@ -147,25 +192,71 @@ class App:
 
     async def start(self, only: set[str] | None = None) -> None:
         """Create and start the show's modules (or `only` those named); a failing one is reported."""
-        for name, decl in self.show.modules.items():
-            if only is not None and name not in only:
-                continue
-            mtype = self.loaded.catalog.types[decl.type]
-            settings = mtype.cls.Settings.model_validate(decl.settings)
-            self.modules[name] = mtype.cls(name, settings, host=self)
+        for name in self.show.all_modules:
+            if only is None or name in only:
+                self.modules[name] = self._create(name, self.loaded)
         await asyncio.gather(*(self._start_module(m) for m in self.modules.values()))
 
+    def _create(self, name: str, loaded: LoadedShow) -> Module:
+        decl = loaded.show.all_modules[name]
+        mtype = loaded.catalog.types[decl.type]
+        settings = mtype.cls.Settings.model_validate(decl.settings)
+        return mtype.cls(name, settings, host=self)
+
+    async def apply(self, loaded: LoadedShow) -> ModuleChanges:
+        """Swap in a new version of the show; only modules whose type, code or settings
+        changed are restarted, so an unchanged device connection stays up."""
+        self.loaded = loaded
+        changes = ModuleChanges()
+        for name, module in list(self.modules.items()):
+            decl = loaded.show.all_modules.get(name)
+            if decl is None:
+                changes.removed.append(name)
+            elif _unchanged(module, decl, loaded):
+                changes.kept.append(name)
+                continue
+            else:
+                changes.restarted.append(name)
+            await self._stop_module(self.modules.pop(name))
+        fresh = [n for n in loaded.show.all_modules if n not in self.modules]
+        changes.added = [n for n in fresh if n not in changes.restarted]
+        for name in fresh:
+            self.modules[name] = self._create(name, loaded)
+        await asyncio.gather(*(self._start_module(self.modules[n]) for n in fresh))
+        return changes
+
     async def _start_module(self, module: Module) -> None:
+        """Start a module; if it fails, keep trying with backoff (the device may come up later)."""
+        if await self._try_start(module, first=True):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._keep_starting(module), name=f"start {module.name}"
+        )
+        self._starting[module.name] = task
+        task.add_done_callback(lambda _: self._starting.pop(module.name, None))
+
+    async def _try_start(self, module: Module, first: bool = False) -> bool:
         try:
-            await asyncio.wait_for(module.start(), MODULE_START_TIMEOUT)
+            async with asyncio.timeout(MODULE_START_TIMEOUT):
+                await module.start()
+            return True
         except TimeoutError:
-            module.set_status(
-                ModuleStatus.CONNECTION_FAILURE,
-                f"start() took longer than {MODULE_START_TIMEOUT} s",
-            )
+            message = f"start() took longer than {MODULE_START_TIMEOUT:g} s"
+            module.set_status(ModuleStatus.CONNECTION_FAILURE, message)
         except Exception as exc:
-            log.exception("module %s failed to start", module.name)
+            if first:
+                log.exception("module %s failed to start", module.name)
             module.set_status(ModuleStatus.UNKNOWN_ERROR, f"start failed: {exc}")
+        return False
+
+    async def _keep_starting(self, module: Module) -> None:
+        next_delay = Backoff().delays()
+        while True:
+            await asyncio.sleep(next_delay())
+            await module.stop_tasks()  # whatever the failed start left behind
+            if await self._try_start(module):
+                log.info("module %s started", module.name)
+                return
 
     async def stop(self) -> None:
         modules, self.modules = list(self.modules.values()), {}
@@ -173,6 +264,9 @@ class App:
         await cancel_and_wait(self._background)
 
     async def _stop_module(self, module: Module) -> None:
+        starting = self._starting.pop(module.name, None)
+        if starting is not None:
+            await cancel_and_wait([starting])
         try:
             await asyncio.wait_for(module.stop(), MODULE_STOP_TIMEOUT)
         except Exception:
@@ -198,6 +292,11 @@ class App:
         try:
             module, spec = self.resolve(ref)
             kwargs = spec.validate(record.args)
+            if module.name in self._starting:
+                raise LookupError(
+                    f"{ref}: module {module.name} is not running ({module.status_message}); "
+                    "its start is retried until the device answers"
+                )
         except (LookupError, ValidationError) as exc:
             message = (
                 f"wrong arguments for {ref}: {describe_validation_error(exc)}"
@@ -261,7 +360,7 @@ class App:
     def emit(self, kind: str, /, fields: Mapping[str, Any] | None = None, **more: Any) -> Event:
         """Record an event and let every plugin observe it, without waiting for them."""
         event = self.events.add(kind, {**(fields or {}), **more})
-        impls = self.pm.hook.observe_event.get_hookimpls()
+        impls = hook_order(self.pm.hook.observe_event)
         if impls:
             try:
                 loop = asyncio.get_running_loop()

@@ -24,7 +24,8 @@ class ModuleType:
 
 
 class DuplicateModuleType(Exception):
-    """Two plugins registered the same type name: refused, never silently renamed."""
+    """A registration refused: two plugins with one type name (never silently renamed),
+    or something that is not a Module class."""
 
 
 @dataclass
@@ -33,7 +34,9 @@ class Catalog:
 
     def register(self, cls: type[Module], plugin: str, name: str | None = None) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Module)):
-            raise TypeError(f"plugin {plugin!r} registered {cls!r}, which is not a Module class")
+            raise DuplicateModuleType(
+                f"plugin {plugin!r} registered {cls!r}, which is not a Module class"
+            )
         type_name = name or cls.type_name or cls.__name__.lower()
         existing = self.types.get(type_name)
         if existing is not None:

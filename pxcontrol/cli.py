@@ -19,11 +19,11 @@ from rich.text import Text
 
 from pxcontrol import __version__
 from pxcontrol.actions import ActionSpec, TooManyArguments, arguments_from_list
-from pxcontrol.app import App, LoadedShow, collect_module_types, load_show
-from pxcontrol.catalog import Catalog, DuplicateModuleType
+from pxcontrol.app import App, LoadedShow, PluginError, collect_module_types, load_show
+from pxcontrol.catalog import Catalog
 from pxcontrol.director import Director, run_director, stop_on_signals
 from pxcontrol.events import Event
-from pxcontrol.loader import resolve_show_path
+from pxcontrol.loader import DEMO_SHOW, resolve_show_path
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid
 
@@ -74,10 +74,10 @@ def check(show: ShowArg = None) -> None:
     loaded = _load_or_exit(path)
     _print_problems(loaded.warnings)
     s = loaded.show
-    out.print(
-        f"[green]✓[/] {path}: {len(s.clients)} clients, {len(s.modules)} modules, "
-        f"{len(s.mappings)} mappings"
+    summary = (
+        f" {path}: {len(s.clients)} clients, {len(s.modules)} modules, {len(s.mappings)} mappings"
     )
+    out.print(Text.assemble(("✓", "green"), summary))
 
 
 @cli.command()
@@ -101,7 +101,7 @@ def run(
         stop_on_signals(stop)
 
         def started(director: Director) -> None:
-            out.print(f"[bold]pxcontrol[/] running {path} — Ctrl-C stops it")
+            out.print(Text.assemble(("pxcontrol", "bold"), f" running {path} — Ctrl-C stops it"))
 
         show_event = _print_json_event if json_events else _print_event
         await run_director(loaded, stop, state, on_started=started, on_event=show_event)
@@ -135,11 +135,11 @@ def agent(
 
     pm, problems = make_plugin_manager()
     for problem in problems:
-        err.print(f"[yellow]warning:[/] {problem.source}: {problem.message}")
+        _warning(f"{problem.source}: {problem.message}")
     try:
         secret = read_secret(secret_file)
     except OSError as exc:
-        err.print(f"[red]error:[/] cannot read the secret file: {exc}")
+        _error(f"cannot read the secret file: {exc}")
         raise typer.Exit(1) from None
     target = director_address(director)
 
@@ -151,17 +151,15 @@ def agent(
 
         def ready(a: Agent) -> None:
             host, port = a.address
-            out.print(
-                f"[bold]agent[/] {name} sending heartbeats from {host}:{port} to "
-                f"{target[0]}:{target[1]} — Ctrl-C stops it"
-            )
+            text = f" {name} sending heartbeats from {host}:{port} to {target[0]}:{target[1]}"
+            out.print(Text.assemble(("agent", "bold"), text, " — Ctrl-C stops it"))
 
         await client.run(stop, on_ready=ready)
 
     try:
         asyncio.run(main())
     except OSError as exc:
-        err.print(f"[red]error:[/] {exc} (is --bind an address of this machine?)")
+        _error(f"{exc} (is --bind an address of this machine?)")
         raise typer.Exit(1) from None
 
 
@@ -223,9 +221,9 @@ def call(
     path = resolve_show_path(show)
     loaded = _load_or_exit(path)
     module = action.split(".", 1)[0]
-    if module not in loaded.show.modules:
-        known = ", ".join(loaded.show.modules) or "none"
-        err.print(f"[red]error:[/] {path} has no module {module!r} (modules: {known})")
+    if module not in loaded.show.all_modules:
+        known = ", ".join(loaded.show.all_modules) or "none"
+        _error(f"{path} has no module {module!r} (modules: {known})")
         raise typer.Exit(1)
 
     async def main() -> int:
@@ -236,16 +234,20 @@ def call(
                 _, spec = app.resolve(action)
                 values = arguments_from_list(spec, args or [])
             except (LookupError, TooManyArguments) as exc:
-                err.print(f"[red]error:[/] {exc}")
+                _error(f"{exc}")
                 return 1
             record = await app.run_action(action, values, timeout=timeout, source="cli")
         finally:
             await app.stop()
         if record.ok:
             result = "" if record.result is None else f" → {record.result!r}"
-            out.print(f"[green]ok[/] {action} in {record.duration * 1000:.1f} ms{result}")
+            out.print(
+                Text.assemble(
+                    ("ok", "green"), f" {action} in {record.duration * 1000:.1f} ms{result}"
+                )
+            )
             return 0
-        err.print(f"[red]failed:[/] {record.error}")
+        _error(record.error, "failed: ")
         return 1
 
     raise typer.Exit(asyncio.run(main()))
@@ -254,13 +256,21 @@ def call(
 # --- helpers ---
 
 
+def _error(text: str, label: str = "error: ") -> None:
+    err.print(Text.assemble((label, "red"), text))  # Text: user text is never markup
+
+
+def _warning(text: str) -> None:
+    err.print(Text.assemble(("warning: ", "yellow"), text))
+
+
 def _load_or_exit(path: Path) -> LoadedShow:
     try:
         return load_show(path)
     except ShowInvalid as exc:
         _print_problems(exc.problems)
         errors = sum(p.severity is Severity.ERROR for p in exc.problems)
-        err.print(f"[red]✗[/] {path}: {errors} error(s); nothing was started")
+        err.print(Text.assemble(("✗", "red"), f" {path}: {errors} error(s); nothing was started"))
         raise typer.Exit(1) from None
 
 
@@ -272,14 +282,15 @@ def _print_problems(problems: list[Problem]) -> None:
 
 def _catalog(show: Path | None) -> Catalog:
     pm, problems = make_plugin_manager()
-    if show is not None:
-        problems += load_dropins(pm, resolve_show_path(show).parent / "modules")
+    path = resolve_show_path(show)
+    if path != DEMO_SHOW:  # the show named, or ./show.toml: its drop-in modules too
+        problems += load_dropins(pm, path.parent / "modules")
     for problem in problems:
-        err.print(f"[yellow]warning:[/] {problem.source}: {problem.message}")
+        _warning(f"{problem.source}: {problem.message}")
     try:
         return collect_module_types(pm)
-    except (DuplicateModuleType, TypeError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except PluginError as exc:
+        _error(f"{exc}")
         raise typer.Exit(1) from None
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,51 @@ KINDS: dict[str, str] = {
     "mapping.done": "a mapping ran its actions (a trace: each action, result, duration)",
     "log.entry": "a Log module wrote an entry",
 }
+
+
+#: The fields each kind of event carries, besides seq, time and kind.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "client.online": ("client", "ip"),
+    "client.offline": ("client", "ip", "automatic", "why_not"),
+    "client.late": ("client", "ip", "late"),
+    "backup.activated": (
+        "client", "backup", "outputs", "live_inputs", "unmatched", "reason", "by", "epoch",
+    ),
+    "backup.moved": ("client", "from", "to", "outputs", "reason", "by", "epoch"),
+    "backup.failed": ("client", "reason", "message", "trigger", "by", "action"),
+    "backup.auto": ("client", "on", "reason", "by"),
+    "alarm": ("client", "alarm", "message"),
+    "show.loaded": (
+        "file", "clients", "modules", "mappings", "epoch", "restored", "heartbeat_port",
+    ),
+    "show.reloaded": ("file", "message"),
+    "show.error": ("file", "message"),
+    "module.status": ("module", "status", "message"),
+    "action.failed": ("action", "message", "source"),
+    "mapping.done": ("mapping", "on", "event_seq", "client", "ok", "actions"),
+    "log.entry": ("module", "message", "level"),
+}  # fmt: skip
+
+#: A value of the right type for each field, to check action arguments that use it.
+SAMPLES: dict[str, Any] = {
+    "client": "Playout1", "ip": "10.0.0.11", "automatic": True, "why_not": "", "late": True,
+    "backup": "Backup1", "outputs": ["Output 1"], "live_inputs": ["Cam 1"], "unmatched": [],
+    "reason": "manual", "by": "", "epoch": 1, "from": "Backup1", "to": "Playout1",
+    "message": "text", "trigger": "auto", "action": "Module.Action", "on": True,
+    "alarm": "backup busy", "file": "show.toml", "clients": 2, "modules": 1, "mappings": 1,
+    "restored": "", "heartbeat_port": 7401, "module": "Log", "status": "ok", "source": "api", "mapping": "mappings[0]",
+    "event_seq": 1, "ok": True, "actions": [], "level": "info",
+    "seq": 1, "time": 0.0, "kind": "backup.activated",
+}  # fmt: skip
+
+
+def fields_of(pattern: str, module_kinds: Iterable[str] = ()) -> tuple[str, ...]:
+    """The fields every event matching `pattern` carries (seq, time and kind always);
+    events that modules raise carry `module`."""
+    fields = {**FIELDS, **{k: ("module",) for k in module_kinds}}
+    kinds = [k for k in fields if fnmatch.fnmatchcase(k, pattern)]
+    shared = set.intersection(*(set(fields[k]) for k in kinds)) if kinds else set()
+    return ("seq", "time", "kind", *sorted(shared))
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,8 @@ def read_show(path: Path) -> ShowSource:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ShowInvalid(
-            [Problem(path, None, "", "no show file here", f"create {path} or name another show")]
-        ) from None
+        hint = f"create {path}, or name another show: a folder with show.toml, or the .toml file"
+        raise ShowInvalid([Problem(path, None, "", "no show file here", hint)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ShowInvalid([Problem(path, None, "", f"cannot read the show file: {exc}")]) from None
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pxcontrol.app import ActionRecord, App
 from pxcontrol.events import Event
+from pxcontrol.placeholders import fill
 from pxcontrol.show import ActionCall, MappingDecl, ShowFile
 
 log = logging.getLogger("pxcontrol.mapping")
@@ -79,12 +80,13 @@ class MappingRunner:
     async def run(self, mapping: Mapping, event: Event) -> list[ActionRecord]:
         source = f"mapping:{event.kind}:{mapping.name}"
         calls = mapping.decl.do
+        fields = event.as_dict()
         if mapping.decl.parallel:
-            records = list(await asyncio.gather(*(self._call(c, source) for c in calls)))
+            records = list(await asyncio.gather(*(self._call(c, fields, source) for c in calls)))
         else:
             records = []
             for call in calls:
-                record = await self._call(call, source)
+                record = await self._call(call, fields, source)
                 records.append(record)
                 if not record.ok and mapping.decl.stop_on_error:
                     break
@@ -99,10 +101,9 @@ class MappingRunner:
         )
         return records
 
-    async def _call(self, call: ActionCall, source: str) -> ActionRecord:
-        return await self.app.run_action(
-            call.action, call.args, timeout=call.timeout, source=source
-        )
+    async def _call(self, call: ActionCall, fields: dict[str, Any], source: str) -> ActionRecord:
+        args = fill(call.args, fields)
+        return await self.app.run_action(call.action, args, timeout=call.timeout, source=source)
 
 
 def _trace(record: ActionRecord) -> dict[str, Any]:

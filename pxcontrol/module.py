@@ -80,6 +80,9 @@ class Module:
 
     #: The name a show uses in `type = "..."`; defaults to the class name in lower case.
     type_name: ClassVar[str | None] = None
+    #: Event kinds this module type raises with emit(), and what each means; mappings
+    #: may use them in `on` (their events carry `module` and what the module adds).
+    events: ClassVar[dict[str, str]] = {}
     actions: ClassVar[dict[str, ActionSpec]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -119,7 +122,8 @@ class Module:
         self.host.status_changed(self)
 
     def emit(self, kind: str, **fields: Any) -> None:
-        """Raise an event in the director (its event log, mappings, hooks)."""
+        """Raise an event in the director: its event log and hooks, and mappings when the
+        kind is one the class declares in `events`."""
         self.host.emit(kind, {"module": self.name, **fields})
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -140,16 +144,22 @@ class Module:
         """
         loop = asyncio.get_running_loop()
         next_delay = backoff.delays()
+        failing = False
         while True:
-            self.set_status(ModuleStatus.CONNECTING)
+            # While a device stays away, the status stays one connection_failure: an
+            # hour of retries must not write an hour of events.
+            if not failing:
+                self.set_status(ModuleStatus.CONNECTING)
             began = loop.time()
             try:
                 await session()
                 self.set_status(ModuleStatus.DISCONNECTED, "connection closed by the device")
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.set_status(ModuleStatus.CONNECTION_FAILURE, _describe(exc))
+                failing = True
             if loop.time() - began >= backoff.healthy_after:
                 next_delay = backoff.delays()
             await asyncio.sleep(next_delay())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -16,7 +17,7 @@ from types import ModuleType
 
 import pluggy
 
-from pxcontrol import hookspecs
+from pxcontrol import essential, hookspecs
 
 ENTRY_POINT_GROUP = "pxcontrol"
 #: Comma-separated distribution or entry-point names to load; empty loads none.
@@ -46,9 +47,18 @@ class PluginProblem:
 def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginProblem]]:
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
+    pm.register(essential, name="pxcontrol.essential")  # cannot be disabled
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     return pm, load_entry_points(pm)
+
+
+def hook_order(hook: pluggy.HookCaller) -> list[pluggy.HookImpl]:
+    """A hook's implementations in the order pluggy itself would call them (tryfirst first).
+
+    The runtime calls each one separately so one failing plugin cannot stop the others.
+    """
+    return list(reversed(hook.get_hookimpls()))
 
 
 def load_entry_points(pm: pluggy.PluginManager) -> list[PluginProblem]:
@@ -77,7 +87,27 @@ def load_entry_points(pm: pluggy.PluginManager) -> list[PluginProblem]:
 _dropin_counter = itertools.count(1)
 
 
-def load_dropins(pm: pluggy.PluginManager, folder: Path) -> list[PluginProblem]:
+class DropinCache:
+    """Drop-in files already imported, by content: a reload re-imports only what changed.
+
+    Reusing the module object keeps its classes the same objects, so a module
+    instance whose file did not change is recognised as unchanged.
+    """
+
+    def __init__(self) -> None:
+        self._modules: dict[Path, tuple[bytes, ModuleType]] = {}
+
+    def get(self, path: Path, digest: bytes) -> ModuleType | None:
+        found = self._modules.get(path)
+        return found[1] if found and found[0] == digest else None
+
+    def put(self, path: Path, digest: bytes, module: ModuleType) -> None:
+        self._modules[path] = (digest, module)
+
+
+def load_dropins(
+    pm: pluggy.PluginManager, folder: Path, cache: DropinCache | None = None
+) -> list[PluginProblem]:
     """Register every `*.py` file in a show's modules folder; a broken file is reported, not fatal."""
     problems = []
     if not folder.is_dir():
@@ -86,7 +116,12 @@ def load_dropins(pm: pluggy.PluginManager, folder: Path) -> list[PluginProblem]:
         if path.name.startswith(("_", ".")):
             continue
         try:
-            module = _import_file(path)
+            digest = hashlib.sha256(path.read_bytes()).digest()
+            module = cache.get(path, digest) if cache is not None else None
+            if module is None:
+                module = _import_file(path)
+                if cache is not None:
+                    cache.put(path, digest, module)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -98,8 +133,24 @@ def load_dropins(pm: pluggy.PluginManager, folder: Path) -> list[PluginProblem]:
                 )
             )
             continue
-        pm.register(module, name=str(path))
+        try:
+            pm.register(module, name=str(path))
+            pm.check_pending()  # a misspelt hook name would otherwise be ignored in silence
+        except pluggy.PluginValidationError as exc:
+            if pm.is_registered(module):
+                pm.unregister(module)
+            problems.append(
+                PluginProblem(
+                    source=str(path),
+                    message=f"has a hook pxcontrol does not know: {exc}",
+                    details="hooks: " + ", ".join(_hook_names()) + " (see docs/hooks.md)",
+                )
+            )
     return problems
+
+
+def _hook_names() -> list[str]:
+    return [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "pxcontrol_spec")]
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -123,7 +174,8 @@ def _import_file(path: Path) -> ModuleType:
 def _traceback_in(path: Path, exc: BaseException) -> str:
     """The traceback from the first frame in the user's file: our own import machinery is noise."""
     frames = traceback.extract_tb(exc.__traceback__)
-    start = next((i for i, f in enumerate(frames) if Path(f.filename) == path), 0)
+    here = path.resolve()
+    start = next((i for i, f in enumerate(frames) if Path(f.filename).resolve() == here), 0)
     lines = traceback.format_list(frames[start:])
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)

@@ -64,7 +64,7 @@ def key_text(path: Sequence[str | int]) -> str:
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    options = list(candidates)
+    options = list(dict.fromkeys(candidates))
     close = get_close_matches(word, options, n=3, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in options}

@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from pxcontrol.catalog import Catalog
-from pxcontrol.events import KINDS
+from pxcontrol.events import KINDS, SAMPLES, fields_of
 from pxcontrol.loader import Reporter, report_validation_error
+from pxcontrol.placeholders import fill, names_in
 from pxcontrol.problems import did_you_mean
-from pxcontrol.show import ActionCall, ClientDecl, ShowFile
+from pxcontrol.show import SHOW_MODULE, ActionCall, ClientDecl, ShowFile
 
 
 def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[str, Any]) -> None:
@@ -28,15 +29,24 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
     """
     written = _Written.of(data)
     _check_modules(show, catalog, report, data)
+    module_kinds = {
+        kind: text
+        for decl in show.all_modules.values()
+        if (mtype := catalog.get(decl.type)) is not None
+        for kind, text in mtype.cls.events.items()
+    }
+    kinds = {**KINDS, **module_kinds}
+    activated = fields_of("backup.activated")
     for i, client in enumerate(show.clients):
         for j, call in enumerate(client.on_backup):
-            check_action_call(call, ("clients", i, "on_backup", j), show, catalog, report, written)
+            path = ("clients", i, "on_backup", j)
+            check_action_call(call, path, show, catalog, report, written, activated)
     for i, mapping in enumerate(show.mappings):
-        if not any(fnmatch.fnmatchcase(kind, mapping.on) for kind in KINDS):
+        if not any(fnmatch.fnmatchcase(kind, mapping.on) for kind in kinds):
             report.error(
                 ("mappings", i, "on"),
                 f"no event is called {mapping.on!r}",
-                did_you_mean(mapping.on, KINDS) or "events: " + ", ".join(KINDS),
+                did_you_mean(mapping.on, kinds) or "events: " + ", ".join(kinds),
             )
         for key in ("client", "backup"):
             name = getattr(mapping, key)
@@ -46,8 +56,10 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
                     f"no client is called {name!r}",
                     did_you_mean(name, [c.name for c in show.clients]),
                 )
+        fields = fields_of(mapping.on, module_kinds)
         for j, call in enumerate(mapping.do):
-            check_action_call(call, ("mappings", i, "do", j), show, catalog, report, written)
+            path = ("mappings", i, "do", j)
+            check_action_call(call, path, show, catalog, report, written, fields)
     _check_clients(show, report, written)
 
 
@@ -71,6 +83,12 @@ class _Written:
 
 
 def _check_modules(show: ShowFile, catalog: Catalog, report: Reporter, data: dict) -> None:
+    if SHOW_MODULE in show.modules:
+        report.error(
+            ("modules", SHOW_MODULE),
+            f"{SHOW_MODULE!r} is the built-in module every show has (Show.Wait …)",
+            "give your module another name",
+        )
     for name, decl in show.modules.items():
         mtype = catalog.get(decl.type)
         if mtype is None:
@@ -93,9 +111,12 @@ def check_action_call(
     catalog: Catalog,
     report: Reporter,
     written: _Written | None = None,
+    fields: tuple[str, ...] = (),
 ) -> None:
+    """Check that an action resolves and that its arguments fit, with event fields in
+    `fields` available as placeholders (validated with a sample value of each)."""
     module = call.module
-    decl = show.modules.get(module)
+    decl = show.all_modules.get(module)
     if decl is None and written is not None and module in written.modules:
         return  # the module's own entry is invalid and already reported
     if decl is None:
@@ -120,8 +141,19 @@ def check_action_call(
             (hint + " " if hint else "") + f"its actions: {listed}",
         )
         return
+    unknown = sorted(names_in(call.args) - set(fields))
+    for name in unknown:
+        hint = did_you_mean(name, fields)
+        listed = ", ".join(f"{{{f}}}" for f in fields)
+        report.error(
+            (*path, "args"),
+            f"{call.action}: {{{name}}} is not a field of this event",
+            (hint + " " if hint else "") + f"fields here: {listed}",
+        )
+    if unknown:
+        return
     try:
-        spec.params.model_validate(call.args)
+        spec.params.model_validate(fill(call.args, {f: SAMPLES.get(f, "") for f in fields}))
     except ValidationError as exc:
         # Paths inside "args"; a string action has none, so point at the action itself.
         report_validation_error(report, exc, call.args, spec.params, (*path, "args"))
@@ -146,7 +178,9 @@ def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
                 "each client is one machine with its own address; backups find clients by it",
             )
         seen_ips.setdefault(ip, i)
-    by_ip = {str(c.ip): c for c in show.clients}
+    by_ip: dict[str, ClientDecl] = {}
+    for client in show.clients:
+        by_ip.setdefault(str(client.ip), client)  # a duplicate address is reported above
     for i, backup in enumerate(show.clients):
         for j, address in enumerate(backup.backup_for):
             target = by_ip.get(str(address))

@@ -16,13 +16,17 @@ from pydantic import (
     Field,
     IPvAnyAddress,
     IPvAnyNetwork,
+    StrictBool,
+    StrictInt,
     model_validator,
 )
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SHOW_MODULE = "Show"  # built into every show (pxcontrol.essential)
 ACTION_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
 
-Port = Annotated[int, Field(ge=0, le=65535)]
+# A show file says what it means: "7400" is not a port, "yes" is not a switch.
+Port = Annotated[StrictInt, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
 
 
@@ -52,7 +56,7 @@ class DetectionSettings(Strict):
 
     @model_validator(mode="after")
     def _room_for_a_lost_heartbeat(self) -> DetectionSettings:
-        if self.offline_after < 3 * self.heartbeat_interval:
+        if self.offline_after < 3 * self.heartbeat_interval - 1e-9:  # 0.3 vs 3 × 0.1
             raise ValueError(
                 f"offline_after ({self.offline_after} s) must be at least 3 × heartbeat_interval "
                 f"({self.heartbeat_interval} s), so one or two lost heartbeats never mark a "
@@ -93,7 +97,7 @@ class ClientDecl(Strict):
     backup_for: list[IPvAnyAddress] = Field(
         [], description="IP addresses of the playout clients this backup covers"
     )
-    auto_backup: bool = Field(
+    auto_backup: StrictBool = Field(
         False, description="take over automatically when a covered client goes offline"
     )
     on_backup: ActionList = Field([], description="actions to run when this backup takes over")
@@ -119,9 +123,9 @@ class MappingDecl(Strict):
     client: str | None = None
     backup: str | None = None
     reason: str | None = None
-    do: ActionList
-    parallel: bool = False
-    stop_on_error: bool = False
+    do: Annotated[ActionList, Field(min_length=1)]
+    parallel: StrictBool = False
+    stop_on_error: StrictBool = False
 
 
 class ShowFile(Strict):
@@ -133,3 +137,8 @@ class ShowFile(Strict):
 
     def client(self, name: str) -> ClientDecl | None:
         return next((c for c in self.clients if c.name == name), None)
+
+    @property
+    def all_modules(self) -> dict[str, ModuleDecl]:
+        """The declared modules and the built-in `Show` module every show has."""
+        return {**self.modules, SHOW_MODULE: ModuleDecl(type="show")}

@@ -10,6 +10,8 @@ import pytest
 from pxcontrol.app import App, load_show
 from pxcontrol.module import ModuleStatus
 
+from .conftest import async_wait_for
+
 DEVICE = '''
 import asyncio
 from pxcontrol import Module, ModuleStatus, action, hookimpl
@@ -165,3 +167,66 @@ async def test_every_event_reaches_the_observe_hook_and_a_broken_observer_is_con
     assert "log.entry" in dropin.events
     assert app.events.of_kind("log.entry")[-1].fields["message"] == "house lights"
     assert (await app.call("Dev.Ok")).ok
+
+
+FLAKY = """
+from pxcontrol import Module, action, hookimpl
+
+class Flaky(Module):
+    starts = 0
+
+    async def start(self):
+        type(self).starts += 1
+        if type(self).starts < 3:
+            raise ConnectionRefusedError("device still booting")
+        await super().start()
+
+    @action
+    async def go(self) -> str:
+        return "went"
+
+@hookimpl
+def register_module_types(register):
+    register(Flaky)
+"""
+
+
+async def test_a_module_whose_start_fails_is_retried_and_refuses_actions_meanwhile(write_show):
+    app = App(load_show(write_show('[modules.Dev]\ntype = "flaky"\n', {"flaky.py": FLAKY})))
+    await app.start()
+    try:
+        record = await app.call("Dev.Go")
+        assert record.error == (
+            "Dev.Go: module Dev is not running (start failed: device still booting); "
+            "its start is retried until the device answers"
+        )
+        await async_wait_for(lambda: app.modules["Dev"].status is ModuleStatus.OK, what="retry")
+        assert type(app.modules["Dev"]).starts == 3
+        assert (await app.call("Dev.Go")).result == "went"
+    finally:
+        await app.stop()
+
+
+async def test_a_device_that_stays_away_is_one_status_not_a_flood_of_events(write_show):
+    from pxcontrol.module import Backoff, Module
+
+    attempts = []
+
+    class Away(Module):
+        async def start(self):
+            self.spawn(self.maintain_connection(self.session, Backoff(first=0.005, maximum=0.01)))
+
+        async def session(self):
+            attempts.append(1)
+            raise ConnectionRefusedError("nobody home")
+
+    app = App(load_show(write_show("")))
+    events = []
+    app.events.listen(lambda e: events.append(e) if e.kind == "module.status" else None)
+    module = Away("Away", Module.Settings(), host=app)
+    await module.start()
+    try:
+        await async_wait_for(lambda: len(attempts) >= 10, what="ten attempts")
+    finally:
+        await module.stop_tasks()
+    assert [e.fields["status"] for e in events] == ["connecting", "connection_failure"]

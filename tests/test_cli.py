@@ -59,7 +59,7 @@ def test_call_with_wrong_arguments_says_what_is_wrong(tmp_path):
     )
     result = pxcontrol("call", "--show", str(tmp_path), "Lights.Go")
     assert result.returncode == 1
-    assert "has no module 'Lights' (modules: Log)" in result.stderr
+    assert "has no module 'Lights' (modules: Log, Show)" in result.stderr
     result = pxcontrol("call", "--show", str(tmp_path), "Log.Entry", "a", "info", "extra")
     assert "Entry takes 2 argument(s) (message, level); got one more: 'extra'" in result.stderr
 
@@ -133,3 +133,17 @@ def test_the_scripted_demo_shows_a_failover_end_to_end():
     positions = [text.find(line) for line in order]
     assert -1 not in positions, text
     assert positions == sorted(positions), text
+
+
+def test_user_text_is_printed_as_it_is_never_as_markup(tmp_path):
+    (tmp_path / "show.toml").write_text('[modules.Log]\ntype = "log"\nprefix = "[demo] "\n')
+    result = pxcontrol("call", "--show", str(tmp_path), "Log.Entry", "[/bold] lights")
+    assert result.returncode == 0, result.stderr
+    assert "'[demo] [/bold] lights'" in result.stdout
+
+
+def test_call_reaches_the_built_in_show_module(tmp_path):
+    (tmp_path / "show.toml").write_text("")
+    result = pxcontrol("call", "--show", str(tmp_path), "Show.Wait", "0.01")
+    assert result.returncode == 0, result.stderr
+    assert "ok Show.Wait" in result.stdout

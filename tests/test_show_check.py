@@ -280,3 +280,52 @@ def test_a_show_that_uses_the_broken_module_is_refused(write_show):
     assert code == 1
     assert "modules.Cam.type: unknown module type 'broken'" in output
     assert "broken.py: warning: could not be loaded" in output
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "message"),
+    [
+        (("osc_port = 7400", 'osc_port = "7400"'), "director.osc_port", "Input should be a valid integer"),
+        (('backup_for = ["10.0.0.11"]', 'backup_for = ["10.0.0.11"]\nauto_backup = "yes"'), "clients[1].auto_backup", "Input should be a valid boolean"),
+        (("do = [\n", "parallel = 1\ndo = [\n"), "mappings[0].parallel", "Input should be a valid boolean"),
+    ],
+)  # fmt: skip
+def test_a_show_says_what_it_means_no_quoted_numbers_or_yes_for_true(
+    write_show, edit, key, message
+):
+    path = write_show(GOOD.replace(*edit, 1))
+    with pytest.raises(ShowInvalid) as info:
+        load_show(path)
+    (problem,) = info.value.problems
+    assert problem.key == key and message in problem.message
+
+
+def test_a_mapping_must_do_something(write_show):
+    with pytest.raises(ShowInvalid, match=r"mappings\[0\]\.do: List should have at least 1 item"):
+        load_show(write_show('[[mappings]]\non = "client.offline"\ndo = []\n'))
+
+
+def test_three_times_the_interval_is_allowed_exactly(write_show):
+    load_show(write_show("[detection]\nheartbeat_interval = 0.1\noffline_after = 0.3\n"))
+    load_show(write_show("[detection]\nheartbeat_interval = 0.2\noffline_after = 0.6\n"))
+
+
+def test_show_is_the_built_in_module_name(write_show):
+    with pytest.raises(ShowInvalid, match="'Show' is the built-in module every show has"):
+        load_show(write_show('[modules.Show]\ntype = "log"\n'))
+    loaded = load_show(
+        write_show(
+            '[[mappings]]\non = "backup.failed"\ndo = ["Show.Wait"]\n'.replace(
+                '"Show.Wait"', '{ action = "Show.Wait", args = { seconds = 2 } }'
+            )
+        )
+    )
+    assert loaded.show.mappings[0].do[0].action == "Show.Wait"
+
+
+def test_a_duplicate_address_is_reported_once_without_a_wrong_second_error(write_show):
+    path = write_show(GOOD.replace('ip = "10.0.0.21"', 'ip = "10.0.0.11"'))
+    with pytest.raises(ShowInvalid) as info:
+        load_show(path)
+    messages = [p.message for p in info.value.problems if p.severity is Severity.ERROR]
+    assert messages == ["10.0.0.11 is also the address of client 'Playout1'"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import httpx
-from pydantic import Field
+from pydantic import Field, HttpUrl
 
 from pxcontrol import Module, ModuleStatus, action, hookimpl
 
@@ -14,13 +14,13 @@ class Http(Module):
     """Send HTTP requests to one base URL (a media server's REST API, a webhook)."""
 
     class Settings(Module.Settings):
-        base_url: str = Field(description="e.g. http://10.0.0.60:8080")
+        base_url: HttpUrl = Field(description="e.g. http://10.0.0.60:8080")
         timeout: Annotated[float, Field(gt=0)] = Field(2.0, description="seconds per request")
         headers: dict[str, str] = Field({}, description="sent with every request")
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(
-            base_url=self.settings.base_url,
+            base_url=str(self.settings.base_url),
             timeout=self.settings.timeout,
             headers=self.settings.headers,
         )
@@ -37,7 +37,8 @@ class Http(Module):
         body: Annotated[str | None, Field(description="request body, sent as is")] = None,
         content_type: str = "application/json",
         expect_status: Annotated[
-            int | None, Field(description="the status that counts as success; default any 2xx/3xx")
+            int | None,
+            Field(description="the status that counts as success; default any below 400"),
         ] = None,
     ) -> dict:
         """Send one request; fails on an unexpected status, returns status and body."""

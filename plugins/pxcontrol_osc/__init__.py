@@ -62,7 +62,14 @@ class Osc(Module):
         if self._udp is not None:
             self._udp.sendto(packet)
             return
-        await asyncio.wait_for(self._connected.wait(), self.settings.timeout)
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            raise ConnectionError(
+                f"not connected to {self.settings.host}:{self.settings.port} over TCP"
+                f" ({self.status}: {self.status_message or 'no answer'})"
+            ) from None
         assert self._writer is not None
         if self.settings.framing == "slip":
             self._writer.write(slip.encode(packet))
@@ -71,9 +78,10 @@ class Osc(Module):
         await self._writer.drain()
 
     async def _tcp_session(self) -> None:
-        reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.settings.host, self.settings.port), self.settings.timeout
-        )
+        async with asyncio.timeout(self.settings.timeout):
+            reader, self._writer = await asyncio.open_connection(
+                self.settings.host, self.settings.port
+            )
         self.set_status(ModuleStatus.OK)
         self._connected.set()
         try:

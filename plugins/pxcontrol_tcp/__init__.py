@@ -47,7 +47,8 @@ class Tcp(Module):
         wanted = to_bytes(expect, hex) if expect is not None else None
         async with self._lock:
             try:
-                await asyncio.wait_for(self._connected.wait(), self.settings.timeout)
+                async with asyncio.timeout(self.settings.timeout):
+                    await self._connected.wait()
             except TimeoutError:
                 raise ConnectionError(
                     f"not connected to {self.settings.host}:{self.settings.port}"
@@ -71,9 +72,10 @@ class Tcp(Module):
             return from_bytes(bytes(self._received), hex)
 
     async def _session(self) -> None:
-        reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.settings.host, self.settings.port), self.settings.timeout
-        )
+        async with asyncio.timeout(self.settings.timeout):
+            reader, self._writer = await asyncio.open_connection(
+                self.settings.host, self.settings.port
+            )
         self.set_status(ModuleStatus.OK)
         self._connected.set()
         try:
