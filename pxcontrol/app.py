@@ -48,6 +48,7 @@ class LoadedShow:
     pm: pluggy.PluginManager
     catalog: Catalog
     warnings: list[Problem] = field(default_factory=list)
+    dropins: DropinCache = field(default_factory=DropinCache)
 
     @property
     def folder(self) -> Path:
@@ -95,6 +96,7 @@ def load_show(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
     report = source.reporter()
     show = parse_structure(source, report)
     pm, problems = make_plugin_manager()
+    dropins = dropins if dropins is not None else DropinCache()
     problems += load_dropins(pm, path.parent / "modules", dropins)
     for problem in problems:
         report.problems.append(_plugin_problem(problem))
@@ -106,7 +108,7 @@ def load_show(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
     check_show(show, catalog, report, source.data)
     if report.has_errors:
         raise ShowInvalid(report.problems)
-    return LoadedShow(path=path, show=show, pm=pm, catalog=catalog, warnings=report.problems)
+    return LoadedShow(path, show, pm, catalog, report.problems, dropins)
 
 
 def _plugin_problem(problem: PluginProblem) -> Problem:

@@ -76,7 +76,33 @@ class BackupManager:
         self._state_of = state_of
         self._emit = emit
         self._announce = announce
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
+
+    # --- a reloaded show ---
+
+    def why_not_reload(self, show: ShowFile) -> str | None:
+        """A reload must never lose or change where outputs play now; None if it does not."""
+        for playout, where in self.placement.items():
+            if playout == where:
+                continue
+            new_playout, new_backup = show.client(playout), show.client(where)
+            if new_playout is None or new_backup is None:
+                gone = playout if new_playout is None else where
+                return (
+                    f"{playout}'s outputs play on {where} now: the edit removes {gone}. "
+                    f"Move {playout}'s outputs home first, then remove it"
+                )
+            if new_playout.ip not in new_backup.backup_for:
+                return (
+                    f"{playout}'s outputs play on {where} now: the edit makes {where} no longer "
+                    f"a backup of {playout}. Move the outputs home first"
+                )
+        return None
+
+    def update(self, show: ShowFile) -> None:
+        """Take a reloaded show (checked with why_not_reload first): placement is kept."""
+        self.show = show
+        self.placement = {c.name: self.placement.get(c.name, c.name) for c in self.playouts()}
 
     # --- the declarations ---
 
@@ -138,7 +164,7 @@ class BackupManager:
 
     async def takeover(self, name: str, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs to its backup now."""
-        async with self._lock:
+        async with self.lock:
             try:
                 playout = self.client(name)
                 backup, transfer = self._choose_backup(playout)
@@ -159,6 +185,7 @@ class BackupManager:
             }
             await self._tell_agents(event)
             self._emit("backup.activated", event)
+            await self._flush()  # the event log has it before the takeover is reported done
             if transfer.unmatched:
                 self._emit(
                     "alarm",
@@ -171,7 +198,7 @@ class BackupManager:
 
     async def move_to(self, name: str, target: str | None, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs from where they play now to `target` (default: home)."""
-        async with self._lock:
+        async with self.lock:
             try:
                 playout = self.client(name)
                 if not self.backups_for(playout):
@@ -209,10 +236,11 @@ class BackupManager:
             }
             await self._tell_agents(event)
             self._emit("backup.moved", event)
+            await self._flush()
             return Decision(True, f"{playout.name} is on {to.name}", self.epoch)
 
     async def set_auto(self, name: str, on: bool, trigger: str, by: str = "") -> Decision:
-        async with self._lock:
+        async with self.lock:
             try:
                 playout = self.client(name)
             except Refused as refused:
@@ -328,6 +356,10 @@ class BackupManager:
     async def _save(self) -> None:
         if self._store is not None:
             await self._store.save(self.epoch, self.placement, self.auto_override)
+
+    async def _flush(self) -> None:
+        if self._store is not None:
+            await self._store.flush()
 
     async def _tell_agents(self, event: dict) -> None:
         if self._announce is not None:

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pxcontrol.app import App, LoadedShow
+from pxcontrol.app import App, LoadedShow, load_show
 from pxcontrol.backup import BackupManager
 from pxcontrol.events import Event
 from pxcontrol.heartbeat import Placement
 from pxcontrol.live import LiveSystems
 from pxcontrol.mapping import MappingRunner, mappings_of
+from pxcontrol.problems import Severity, ShowInvalid
+from pxcontrol.reload import ShowWatcher
 from pxcontrol.state import StateStore
 from pxcontrol.tasks import cancel_and_wait
 
@@ -42,6 +44,10 @@ class Director:
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show))
         self._heartbeat_port = heartbeat_port
+        self.dropins = loaded.dropins
+        self.watcher: ShowWatcher | None = None
+        self._reloading = asyncio.Lock()
+        self._refusal = ""
 
     @property
     def show(self):
@@ -71,7 +77,75 @@ class Director:
             heartbeat_port=self.live.port,
         )
 
+    def watch(self) -> ShowWatcher:
+        """Pick up saved edits of the show file and its modules folder from now on."""
+        self.watcher = ShowWatcher(self.loaded.path, self.reload, self._report_refusal)
+        self.watcher.start()
+        return self.watcher
+
+    async def reload(self) -> bool:
+        """Load the show again; swap it in if it is valid, else keep the running one untouched."""
+        async with self._reloading:
+            try:
+                loaded = await asyncio.to_thread(load_show, self.loaded.path, self.dropins)
+            except ShowInvalid as exc:
+                errors = [p for p in exc.problems if p.severity is Severity.ERROR]
+                self._refusal = "\n".join(str(p) for p in errors)
+                return False
+            assert self.backup is not None
+            refusal = self.backup.why_not_reload(loaded.show)
+            if refusal is not None:
+                self._refusal = f"{self.loaded.path}: error: {refusal}"
+                return False
+            message = await self._apply(loaded)
+            self._refusal = ""
+            self.app.emit("show.reloaded", file=str(loaded.path), message=message)
+            return True
+
+    def _report_refusal(self) -> None:
+        if self._refusal:
+            log.error("the edit was refused; the show runs as before:\n%s", self._refusal)
+            self.app.emit("show.error", file=str(self.loaded.path), message=self._refusal)
+
+    async def _apply(self, loaded: LoadedShow) -> str:
+        assert self.backup is not None
+        old = self.loaded.show
+        new = loaded.show
+        async with self.backup.lock:  # no decision sees half of the old and half of the new
+            self.loaded = loaded
+            self.live.update(new)
+            self.backup.update(new)
+            self.mappings.mappings = mappings_of(new)
+        modules = await self.app.apply(loaded)
+        parts = [
+            f"modules kept: {', '.join(modules.kept) or 'none'}",
+            *(f"{label}: {', '.join(names)}" for label, names in (
+                ("restarted", modules.restarted),
+                ("added", modules.added),
+                ("removed", modules.removed),
+            ) if names),
+            f"{len(self.mappings.mappings)} mappings",
+        ]  # fmt: skip
+        added = [c.name for c in new.clients if old.client(c.name) is None]
+        removed = [c.name for c in old.clients if new.client(c.name) is None]
+        if added:
+            parts.append(f"clients added: {', '.join(added)}")
+        if removed:
+            parts.append(f"clients removed: {', '.join(removed)}")
+        later = [
+            key
+            for key in type(new.director).model_fields
+            if key != "action_timeout" and getattr(new.director, key) != getattr(old.director, key)
+        ]
+        if later:
+            parts.append(
+                "restart the director to apply: " + ", ".join(f"director.{k}" for k in later)
+            )
+        return "; ".join(parts)
+
     async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self.live.stop()
         await cancel_and_wait(self.mappings.running, timeout=2.0)
         await self.app.stop()
@@ -105,6 +179,7 @@ async def run_director(
     state_dir: Path | None = None,
     on_started: Callable[[Director], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
+    watch: bool = True,
 ) -> Director:
     """Run a show until `stop` is set, then stop modules and close sockets in order."""
     director = Director(loaded, state_dir)
@@ -112,6 +187,8 @@ async def run_director(
         director.app.events.listen(on_event)
     try:
         await director.start()
+        if watch:
+            director.watch()
         if on_started is not None:
             on_started(director)
         await stop.wait()

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxcontrol.detection import Change, ClientState, Detector, Timing
+from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
 from pxcontrol.heartbeat import (
     HEARTBEAT,
     PLACEMENT,
@@ -82,6 +82,29 @@ class LiveSystems:
         self._decider: asyncio.Task[None] | None = None
         self._placement: Callable[[str], Placement] | None = None
         self._epoch = 0
+
+    def update(self, show: ShowFile) -> None:
+        """Take a reloaded show: new timing at once, new clients watched, removed ones dropped.
+
+        What the detector knows of clients that stay (their state, their run of
+        heartbeats, the startup guard) is kept: a reload never makes a client
+        look new or dead.
+        """
+        d = show.detection
+        self.timing = Timing(
+            d.heartbeat_interval, d.offline_after, d.online_after, d.mass_failure_guard
+        )
+        self.detector.timing = self.timing
+        names = {c.name for c in show.clients}
+        for client in show.clients:
+            if client.name in self.clients:
+                self.clients[client.name].ip = str(client.ip)
+            else:
+                self.clients[client.name] = ClientLive(client.name, str(client.ip))
+                self.detector.clients[client.name] = ClientWatch(client.name)
+        for name in [n for n in self.clients if n not in names]:
+            del self.clients[name]
+            self.detector.clients.pop(name, None)
 
     def state(self, name: str) -> ClientState:
         watch = self.detector.clients.get(name)

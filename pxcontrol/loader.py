@@ -137,7 +137,17 @@ def report_validation_error(
     prefix: Path_ = (),
 ) -> None:
     """Turn pydantic's errors into problems in the show's own words."""
-    for item in error.errors(include_url=False):
+    report_errors(report, error.errors(include_url=False), data, model, prefix)
+
+
+def report_errors(
+    report: Reporter,
+    items: Sequence[Any],
+    data: Any,
+    model: type[BaseModel],
+    prefix: Path_ = (),
+) -> None:
+    for item in items:
         path = (*prefix, *_data_path(data, item["loc"]))
         kind = item["type"]
         if kind == "extra_forbidden":

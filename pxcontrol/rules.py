@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from pxcontrol.catalog import Catalog
 from pxcontrol.events import KINDS, SAMPLES, fields_of
-from pxcontrol.loader import Reporter, report_validation_error
+from pxcontrol.loader import Reporter, report_errors, report_validation_error
 from pxcontrol.placeholders import fill, names_in
 from pxcontrol.problems import did_you_mean
 from pxcontrol.show import SHOW_MODULE, ActionCall, ClientDecl, ShowFile
@@ -152,11 +152,22 @@ def check_action_call(
         )
     if unknown:
         return
+    samples = {f: SAMPLES.get(f, "") for f in fields}
     try:
-        spec.params.model_validate(fill(call.args, {f: SAMPLES.get(f, "") for f in fields}))
+        spec.params.model_validate(fill(call.args, samples))
     except ValidationError as exc:
-        # Paths inside "args"; a string action has none, so point at the action itself.
-        report_validation_error(report, exc, call.args, spec.params, (*path, "args"))
+        for item in exc.errors(include_url=False):
+            param = item["loc"][0] if item["loc"] else None
+            given = call.args.get(param) if isinstance(param, str) else None
+            if isinstance(given, str) and names_in(given):
+                # Say it in the show's words: what the placeholder gives, what the action takes.
+                value = fill(given, samples)
+                report.error(
+                    (*path, "args", param),
+                    f"{given!r} gives {type(value).__name__} {value!r} here: {item['msg'].lower()}",
+                )
+                continue
+            report_errors(report, [item], call.args, spec.params, (*path, "args"))
 
 
 def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:

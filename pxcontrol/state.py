@@ -104,6 +104,10 @@ class StateStore:
         if seq % 1000 == 0:
             self._db.execute("DELETE FROM events WHERE seq <= ?", (seq - KEEP_EVENTS,))
 
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is written."""
+        await self._run(lambda: None)
+
     async def close(self) -> None:
         if self._db is not None:
             await self._run(self._db.close)

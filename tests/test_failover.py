@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pxcontrol.testing import Rig
+from pxcontrol.testing import Rig, wait_for
 
 from .conftest import OscDump, free_port
 
@@ -140,7 +140,13 @@ def test_a_long_pause_takes_over_and_the_outputs_stay_on_the_backup_after(pair: 
 def test_restarting_the_director_keeps_the_takeover_and_the_event_log(pair: Rig):
     pair.agents["Playout1"].signal(signal.SIGKILL)
     activated = pair.director.wait_event("backup.activated", client="Playout1")
-    pair.director.wait_event("mapping.done", event_seq=activated["seq"])
+    done = pair.director.wait_event("mapping.done", event_seq=activated["seq"])
+
+    def on_disk(seq: int) -> bool:
+        with sqlite3.connect(pair.state / "state.sqlite") as db:
+            return db.execute("SELECT 1 FROM events WHERE seq = ?", (seq,)).fetchone() is not None
+
+    wait_for(lambda: on_disk(done["seq"]), what="the trace on disk")
     pair.director.kill()  # SIGKILL: no chance to tidy up
     director = pair.start_director()
     loaded = director.wait_event("show.loaded")
