@@ -146,6 +146,21 @@ class BackupManager:
             return refused.message
         return None
 
+    def move_targets(self, name: str) -> list[str]:
+        """The clients a playout client's outputs may move to now, for a "Move To" picker."""
+        playout = self.show.client(name)
+        if playout is None or not self.backups_for(playout):
+            return []
+        source = self.plays_on(name)
+        targets = []
+        for to in [playout, *self.backups_for(playout)]:
+            try:
+                self._check_move(playout, to, source)
+            except Refused:
+                continue
+            targets.append(to.name)
+        return targets
+
     def plays(self, agent: str) -> dict[str, list[str]]:
         """What an agent's machine should play now: playout client → output and input names."""
         result: dict[str, list[str]] = {}

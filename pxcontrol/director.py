@@ -18,6 +18,7 @@ from pxcontrol.mapping import MappingRunner, mappings_of
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import ShowWatcher
 from pxcontrol.state import StateStore
+from pxcontrol.status import ShowStatus, snapshot
 from pxcontrol.tasks import cancel_and_wait
 
 log = logging.getLogger("pxcontrol.director")
@@ -150,6 +151,10 @@ class Director:
         await cancel_and_wait(self.mappings.running, timeout=2.0)
         await self.app.stop()
         await self.store.close()
+
+    def status(self) -> ShowStatus:
+        """The operator's view of the show now: OSC, the web page and the CLI show this."""
+        return snapshot(self)
 
     def placement_for(self, agent: str) -> Placement:
         assert self.backup is not None

@@ -61,6 +61,13 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
             path = ("mappings", i, "do", j)
             check_action_call(call, path, show, catalog, report, written, fields)
     _check_clients(show, report, written)
+    if not show.director.bind.is_loopback and not show.director.token:
+        report.error(
+            ("director", "bind"),
+            f"the director listens on {show.director.bind}, beyond this machine, but the "
+            "show sets no token: anyone on the network could press its buttons",
+            'set director.token = "…" (the web page asks for it), or bind = "127.0.0.1"',
+        )
 
 
 @dataclass(frozen=True)

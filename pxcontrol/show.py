@@ -7,7 +7,7 @@ instead of a setting that silently never applies.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,7 +31,7 @@ Seconds = Annotated[float, Field(gt=0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class DirectorSettings(Strict):
@@ -45,6 +45,12 @@ class DirectorSettings(Strict):
         ["127.0.0.1"], description="addresses or networks that may send OSC commands"
     )
     secret: str | None = Field(None, description="shared secret: agents sign heartbeats (HMAC)")
+    passcode: str | None = Field(
+        None, description="OSC senders must send /pxcontrol/connect <passcode> first"
+    )
+    token: str | None = Field(
+        None, description="the web page's access token; required when bind is not loopback"
+    )
     action_timeout: Seconds = Field(5.0, description="time limit of an action that sets none")
 
 
@@ -128,8 +134,21 @@ class MappingDecl(Strict):
     stop_on_error: StrictBool = False
 
 
+class FeedbackTarget(Strict):
+    """A console that always receives the status pushes, e.g. its fixed IP and OSC port."""
+
+    host: str
+    port: Annotated[StrictInt, Field(ge=1, le=65535)]
+    protocol: Literal["udp", "tcp"] = "udp"
+
+
+class OscSettings(Strict):
+    feedback: list[FeedbackTarget] = Field([], description="permanent receivers of pushes")
+
+
 class ShowFile(Strict):
     director: DirectorSettings = DirectorSettings()
+    osc: OscSettings = OscSettings()
     detection: DetectionSettings = DetectionSettings()
     clients: list[ClientDecl] = []
     modules: dict[Annotated[str, Field(pattern=IDENTIFIER)], ModuleDecl] = {}
