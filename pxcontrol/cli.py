@@ -255,6 +255,107 @@ def call(
 
 # --- helpers ---
 
+# --- commands to a running director, over its OSC bridge ---
+
+DirectorOpt = Annotated[
+    str, typer.Option("--director", "-d", help="the director's OSC HOST[:PORT]")
+]
+PasscodeOpt = Annotated[str | None, typer.Option(help="the show's OSC passcode, when it sets one")]
+backup_cli = typer.Typer(
+    help="Take over, move back, switch automatic backup — on a running director."
+)
+cli.add_typer(backup_cli, name="backup")
+
+
+def _ask(director: str, passcode: str | None, work) -> Any:
+    from pxcontrol.agent import director_address
+    from pxcontrol.osc_client import DirectorLink, NoAnswer
+
+    host, port = director_address(director, default_port=7400)
+
+    async def main() -> Any:
+        async with DirectorLink(host, port) as link:
+            if passcode is not None:
+                ok, message = await link.command("/pxcontrol/connect", passcode)
+                if not ok:
+                    raise NoAnswer(f"the director refused the passcode: {message}")
+            return await work(link)
+
+    try:
+        return asyncio.run(main())
+    except NoAnswer as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from None
+
+
+def _answer(result: tuple[bool, str]) -> None:
+    ok, message = result
+    if ok:
+        out.print(Text.assemble(("ok", "green"), f" {message}"))
+        return
+    _error(message)
+    raise typer.Exit(1)
+
+
+@cli.command()
+def status(director: DirectorOpt = "127.0.0.1:7400", passcode: PasscodeOpt = None) -> None:
+    """Show every client of a running director: state, where its outputs play, CPU, memory."""
+    rows = _ask(director, passcode, lambda link: link.status())
+    table = Table(title=f"director {director}")
+    for column in ("client", "state", "outputs play on", "cpu %", "memory %"):
+        table.add_column(column)
+    colours = {"online": "green", "offline": "red", "dry": "dim"}
+    for name, state, plays_on, cpu, memory in rows:
+        table.add_row(
+            Text(str(name)),
+            Text(str(state), style=colours.get(str(state), "")),
+            Text(str(plays_on), style="" if plays_on == name else "magenta"),
+            "–" if cpu < 0 else f"{cpu:.0f}",
+            "–" if memory < 0 else f"{memory:.0f}",
+        )
+    out.print(table)
+
+
+@backup_cli.command("switch")
+def backup_switch(
+    client: Annotated[str, typer.Argument(help="the playout client to take over")],
+    director: DirectorOpt = "127.0.0.1:7400",
+    passcode: PasscodeOpt = None,
+) -> None:
+    """Take over a playout client now: its outputs move to its backup."""
+    _answer(_ask(director, passcode, lambda link: link.command("/pxcontrol/backup/switch", client)))
+
+
+@backup_cli.command("move")
+def backup_move(
+    client: Annotated[str, typer.Argument(help="the playout client whose outputs move")],
+    target: Annotated[
+        str | None, typer.Argument(help="where to; default back to the client itself")
+    ] = None,
+    director: DirectorOpt = "127.0.0.1:7400",
+    passcode: PasscodeOpt = None,
+) -> None:
+    """Move a client's outputs from where they play now (normally back home)."""
+    args = (client,) if target is None else (client, target)
+    _answer(_ask(director, passcode, lambda link: link.command("/pxcontrol/backup/move", *args)))
+
+
+@backup_cli.command("auto")
+def backup_auto(
+    client: Annotated[str, typer.Argument(help="the playout client")],
+    on: Annotated[str, typer.Argument(help="on or off")],
+    director: DirectorOpt = "127.0.0.1:7400",
+    passcode: PasscodeOpt = None,
+) -> None:
+    """Switch automatic backup on or off for a client (overrides the show until changed)."""
+    if on not in ("on", "off"):
+        _error(f"say on or off, not {on!r}")
+        raise typer.Exit(1)
+    value = int(on == "on")
+    _answer(
+        _ask(director, passcode, lambda link: link.command("/pxcontrol/backup/auto", client, value))
+    )
+
 
 def _error(text: str, label: str = "error: ") -> None:
     err.print(Text.assemble((label, "red"), text))  # Text: user text is never markup

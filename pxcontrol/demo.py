@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ class Demo:
         text = DEMO_SHOW.read_text().replace(
             "heartbeat_port = 7401", f"heartbeat_port = {free_port()}"
         )
+        if not _free(7400):  # a director already runs here: the demo takes another port
+            text = text.replace("osc_port = 7400", f"osc_port = {free_port()}")
         (folder / "show.toml").write_text(text)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.started = time.monotonic()
@@ -155,6 +158,15 @@ class Demo:
         if self.director is not None:
             self.director.stop()
             self.show_new()
+
+
+def _free(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
 
 
 def run_demo(console: Console, scripted: bool) -> None:

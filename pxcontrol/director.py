@@ -15,6 +15,7 @@ from pxcontrol.events import Event
 from pxcontrol.heartbeat import Placement
 from pxcontrol.live import LiveSystems
 from pxcontrol.mapping import MappingRunner, mappings_of
+from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import ShowWatcher
 from pxcontrol.state import StateStore
@@ -35,6 +36,7 @@ class Director:
         state_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         heartbeat_port: int | None = None,
+        osc_port: int | None = None,
     ) -> None:
         self.loaded = loaded
         self.app = App(loaded)
@@ -45,6 +47,8 @@ class Director:
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show))
         self._heartbeat_port = heartbeat_port
+        self._osc_port = osc_port
+        self.osc = OscBridge(self)
         self.dropins = loaded.dropins
         self.watcher: ShowWatcher | None = None
         self._reloading = asyncio.Lock()
@@ -66,6 +70,8 @@ class Director:
         director = self.show.director
         port = director.heartbeat_port if self._heartbeat_port is None else self._heartbeat_port
         await self.live.start(str(director.bind), port, self.placement_for, self.backup.epoch)
+        osc_port = director.osc_port if self._osc_port is None else self._osc_port
+        await self.osc.start(str(director.bind), osc_port)
         moved = {p: b for p, b in self.backup.placement.items() if p != b}
         self.app.emit(
             "show.loaded",
@@ -76,6 +82,7 @@ class Director:
             epoch=self.backup.epoch,
             restored=", ".join(f"{p} on {b}" for p, b in moved.items()),
             heartbeat_port=self.live.port,
+            osc_port=self.osc.port,
         )
 
     def watch(self) -> ShowWatcher:
@@ -147,6 +154,7 @@ class Director:
     async def stop(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
+        await self.osc.stop()
         await self.live.stop()
         await cancel_and_wait(self.mappings.running, timeout=2.0)
         await self.app.stop()

@@ -140,6 +140,9 @@ class FeedbackTarget(Strict):
     host: str
     port: Annotated[StrictInt, Field(ge=1, le=65535)]
     protocol: Literal["udp", "tcp"] = "udp"
+    framing: Literal["slip", "length"] = Field(
+        "slip", description="TCP only: slip (OSC 1.1: Eos, osc.js) or length (OSC 1.0: liblo, QLab)"
+    )
 
 
 class OscSettings(Strict):

@@ -23,9 +23,17 @@ class Rig:
     def __init__(self, folder: Path, show: str, modules: dict[str, str] | None = None) -> None:
         self.folder = folder
         self.heartbeat_port = free_port()
-        (folder / "show.toml").write_text(
-            show.replace("{heartbeat_port}", str(self.heartbeat_port))
-        )
+        self.osc_port = free_port()
+        show = show.replace("{heartbeat_port}", str(self.heartbeat_port))
+        show = show.replace("{osc_port}", str(self.osc_port))
+        if "osc_port" not in show and "[director]" in show:
+            # Never the default 7400: a director the user runs may have it.
+            show = show.replace("[director]", f"[director]\nosc_port = {self.osc_port}", 1)
+        self.http_port = free_port(socket.SOCK_STREAM)  # the page's address survives a restart
+        show = show.replace("{http_port}", str(self.http_port))
+        if "http_port" not in show and "[director]" in show:
+            show = show.replace("[director]", f"[director]\nhttp_port = {self.http_port}", 1)
+        (folder / "show.toml").write_text(show)
         if modules:
             (folder / "modules").mkdir(exist_ok=True)
             for name, source in modules.items():

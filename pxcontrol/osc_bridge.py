@@ -1,0 +1,470 @@
+"""The OSC bridge: lighting and show consoles trigger takeovers and actions, and watch the show.
+
+Every packet goes through one synchronous handler: it parses, checks access,
+looks the address up in a dict, answers what it can at once and hands slow
+work (a takeover, an action) to the loop as a task that answers when done.
+Nothing here waits; a bundle time-tagged in the future is run now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket, ParseError
+
+from pxcontrol.actions import TooManyArguments, arguments_from_list
+from pxcontrol.events import Event
+from pxcontrol.osc_transport import OscServers, Peer, frame
+from pxcontrol.show import FeedbackTarget
+from pxcontrol.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from pxcontrol.director import Director
+
+log = logging.getLogger("pxcontrol.osc")
+
+PREFIX = "/pxcontrol"
+LEASE = 60.0  # seconds a subscription lasts without renewal
+UNKNOWN = -1.0  # cpu or memory not reported (OSC has no "none" every console reads)
+_NOT_IN_ADDRESS = re.compile(r"[\s#*,/?\[\]{}]")
+
+
+def build(address: str, *args: Any) -> bytes:
+    """An OSC message of plain types only (int, float, string): every console reads them."""
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        if isinstance(arg, bool):
+            builder.add_arg(int(arg), OscMessageBuilder.ARG_TYPE_INT)
+        elif isinstance(arg, int):
+            builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_INT)
+        elif isinstance(arg, float):
+            builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_FLOAT)
+        else:
+            builder.add_arg("" if arg is None else str(arg), OscMessageBuilder.ARG_TYPE_STRING)
+    return builder.build().dgram
+
+
+def address_part(name: str) -> str:
+    """A client name as one part of an OSC address ("Playout 1" → "Playout_1")."""
+    return _NOT_IN_ADDRESS.sub("_", name)
+
+
+class CommandError(Exception):
+    """A command that cannot be done; the message goes back to the console as it is."""
+
+
+@dataclass
+class Subscription:
+    peer: Peer  # where pushes go
+    expires: float | None  # None: lives with its TCP connection
+    no_echo: bool
+    via_port: bool  # subscribed naming a port: replies to that host go there too
+
+
+class OscBridge:
+    def __init__(self, director: Director, clock: Callable[[], float] = time.monotonic) -> None:
+        self.director = director
+        self.servers = OscServers(self.handle_packet, self._connection_closed)
+        self.counts: Counter[str] = Counter()
+        self.subscriptions: dict[tuple[str, str, int], Subscription] = {}
+        self.unlocked: set[str] = set()
+        self._clock = clock
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._feedback: list[Peer] = []
+        self._unsubscribe: Callable[[], None] | None = None
+        self.port = 0
+        self._commands: dict[str, Callable[[OscMessage, Peer], None]] = {
+            f"{PREFIX}/ping": self._ping,
+            f"{PREFIX}/connect": self._connect,
+            f"{PREFIX}/status": self._status,
+            f"{PREFIX}/subscribe": self._subscribe,
+            f"{PREFIX}/unsubscribe": self._unsubscribe_command,
+            f"{PREFIX}/backup/switch": self._switch,
+            f"{PREFIX}/backup/move": self._move,
+            f"{PREFIX}/backup/auto": self._auto,
+            f"{PREFIX}/action": self._action,
+        }
+        self._open = {f"{PREFIX}/ping", f"{PREFIX}/connect"}  # no passcode needed
+        self._pong = build(f"{PREFIX}/pong")
+
+    # --- lifecycle ---
+
+    async def start(self, bind: str, port: int) -> int:
+        self.port = await self.servers.start(bind, port)
+        self._unsubscribe = self.director.app.events.listen(self.push)
+        for target in self.director.show.osc.feedback:
+            self._feedback.append(await self._feedback_peer(target))
+        return self.port
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        await cancel_and_wait(self._tasks)
+        await self.servers.stop()
+
+    # --- every packet ---
+
+    def handle_packet(self, data: bytes, peer: Peer) -> None:
+        self.counts["packets"] += 1
+        if not self._allowed(peer):
+            return
+        unsupported = unsupported_type(data)
+        if unsupported is not None:
+            # python-osc would drop such an argument in silence and shift the rest.
+            self.counts["unsupported_type"] += 1
+            address, tag = unsupported
+            self._reply(
+                peer,
+                address,
+                error=f"argument type {tag!r} is not supported: send int (i), float (f), "
+                "string (s) or true/false (T/F)",
+            )
+            return
+        try:
+            messages = [timed.message for timed in OscPacket(data).messages]
+        except (ParseError, IndexError, ValueError, TypeError, OverflowError, UnicodeError):
+            self.counts["malformed"] += 1
+            return
+        for message in messages:
+            self._handle(message, peer)
+
+    def _handle(self, message: OscMessage, peer: Peer) -> None:
+        address = message.address
+        command = self._commands.get(address)
+        if command is None:
+            self.counts["unknown_address"] += 1
+            self._reply(
+                peer, address, error=f"unknown address {address}; see {PREFIX}/… in docs/osc.md"
+            )
+            return
+        if self._locked(peer) and address not in self._open:
+            self.counts["locked"] += 1
+            self._reply(peer, address, error=f"locked: send {PREFIX}/connect <passcode> first")
+            return
+        try:
+            command(message, peer)
+        except CommandError as exc:
+            self.counts["refused"] += 1
+            self._reply(peer, address, error=str(exc))
+        except Exception as exc:  # a bug here must not take the bridge down for everyone
+            log.exception("OSC %s from %s failed", address, peer.name)
+            self._reply(peer, address, error=f"internal error: {exc}")
+
+    def _allowed(self, peer: Peer) -> bool:
+        try:
+            ip = ipaddress.ip_address(peer.host)
+        except ValueError:
+            ip = None
+        if ip is not None and any(ip in net for net in self.director.show.director.allow):
+            return True
+        self.counts["denied"] += 1
+        count = self.counts["denied"]
+        if count & (count - 1) == 0:  # 1, 2, 4, 8 …: a stranger cannot flood the log
+            log.warning(
+                "OSC from %s refused: not in director.allow (%d refused so far)", peer.host, count
+            )
+        return False
+
+    def _locked(self, peer: Peer) -> bool:
+        return bool(self.director.show.director.passcode) and peer.host not in self.unlocked
+
+    # --- answers ---
+
+    def _reply(
+        self, peer: Peer, address: str, ok: str | None = None, error: str | None = None
+    ) -> None:
+        args = ("error", error) if error is not None else ("ok", ok or "")
+        self._send_to(peer, build(f"{PREFIX}/reply{address}", *args))
+
+    def _send_to(self, peer: Peer, packet: bytes) -> None:
+        """To the sender, or, over UDP, to the port its host subscribed with (where it listens)."""
+        if peer.protocol == "udp":
+            for sub in self.subscriptions.values():
+                if sub.via_port and sub.peer.host == peer.host and self._live(sub):
+                    sub.peer.send(packet)
+                    return
+        peer.send(packet)
+
+    def _later(self, peer: Peer, address: str, work: Awaitable[tuple[bool, str]]) -> None:
+        async def run() -> None:
+            try:
+                ok, message = await work
+            except Exception as exc:
+                log.exception("OSC %s failed", address)
+                ok, message = False, f"internal error: {exc}"
+            self._reply(peer, address, ok=message if ok else None, error=None if ok else message)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"osc {address}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- commands ---
+
+    def _ping(self, message: OscMessage, peer: Peer) -> None:
+        self._send_to(peer, self._pong)
+
+    def _connect(self, message: OscMessage, peer: Peer) -> None:
+        passcode = self.director.show.director.passcode
+        given = message.params[0] if message.params else None
+        if passcode and str(given) != passcode:
+            raise CommandError("badpass")
+        self.unlocked.add(peer.host)
+        self._reply(peer, message.address, ok="connected")
+
+    def _status(self, message: OscMessage, peer: Peer) -> None:
+        status = self.director.status()
+        for c in status.clients:
+            self._send_to(
+                peer,
+                build(
+                    f"{PREFIX}/status/client",
+                    c.name,
+                    c.state,
+                    c.plays_on,
+                    UNKNOWN if c.cpu is None else float(c.cpu),
+                    UNKNOWN if c.memory is None else float(c.memory),
+                ),
+            )
+        self._send_to(peer, build(f"{PREFIX}/status/end", len(status.clients)))
+
+    def _switch(self, message: OscMessage, peer: Peer) -> None:
+        name = self._client_name(message)
+        backup = self._backup()
+        self._later(peer, message.address, _decided(backup.takeover(name, "osc", by=peer.name)))
+
+    def _move(self, message: OscMessage, peer: Peer) -> None:
+        name = self._client_name(message)
+        target = message.params[1] if len(message.params) > 1 else None
+        if target is not None and not isinstance(target, str):
+            raise CommandError("the target must be a client name (a string)")
+        if target is not None and self.director.show.client(target) is None:
+            raise CommandError(f"no client is called {target!r}")
+        backup = self._backup()
+        self._later(
+            peer, message.address, _decided(backup.move_to(name, target, "osc", by=peer.name))
+        )
+
+    def _auto(self, message: OscMessage, peer: Peer) -> None:
+        name = self._client_name(message)
+        if len(message.params) < 2 or not isinstance(message.params[1], bool | int | float):
+            raise CommandError(f"{message.address} takes a client name and 0 or 1")
+        on = bool(message.params[1])
+        backup = self._backup()
+        self._later(peer, message.address, _decided(backup.set_auto(name, on, "osc", by=peer.name)))
+
+    def _action(self, message: OscMessage, peer: Peer) -> None:
+        if not message.params or not isinstance(message.params[0], str):
+            raise CommandError(f'{message.address} takes "Module.Action", then its arguments')
+        ref, values = message.params[0], message.params[1:]
+        try:
+            _, spec = self.director.app.resolve(ref)
+            args = arguments_from_list(spec, values)
+        except (LookupError, TooManyArguments) as exc:
+            raise CommandError(str(exc.args[0] if exc.args else exc)) from None
+
+        async def run() -> tuple[bool, str]:
+            record = await self.director.app.run_action(ref, args, source=peer.name)
+            if not record.ok:
+                return False, record.error
+            return True, "" if record.result is None else str(record.result)
+
+        self._later(peer, message.address, run())
+
+    def _client_name(self, message: OscMessage) -> str:
+        if not message.params or not isinstance(message.params[0], str):
+            raise CommandError(f"{message.address} takes a client name (a string) first")
+        name = message.params[0]
+        if self.director.show.client(name) is None:
+            known = ", ".join(c.name for c in self.director.show.clients) or "none"
+            raise CommandError(f"no client is called {name!r} (clients: {known})")
+        return name
+
+    def _backup(self):
+        if self.director.backup is None:
+            raise CommandError("the director is still starting")
+        return self.director.backup
+
+    # --- subscriptions and pushes ---
+
+    def _subscribe(self, message: OscMessage, peer: Peer) -> None:
+        params = list(message.params)
+        no_echo = "noecho" in params
+        ports = [p for p in params if isinstance(p, int) and not isinstance(p, bool)]
+        if ports and not 0 < ports[0] < 65536:
+            raise CommandError(f"{ports[0]} is not a port")
+        if peer.protocol == "tcp":
+            target, expires, via_port = peer, None, False
+        else:
+            port = ports[0] if ports else peer.port
+            transport = self.servers.udp
+            assert transport is not None
+            host = peer.host
+            target = Peer("udp", host, port, lambda p: transport.sendto(p, (host, port)))
+            expires, via_port = self._clock() + LEASE, bool(ports)
+        key = (target.protocol, target.host, target.port)
+        self.subscriptions[key] = Subscription(target, expires, no_echo, via_port)
+        lease = "while connected" if expires is None else f"{LEASE:g} s"
+        self._reply(peer, message.address, ok=f"subscribed {target.host}:{target.port} for {lease}")
+
+    def _unsubscribe_command(self, message: OscMessage, peer: Peer) -> None:
+        gone = [k for k, s in self.subscriptions.items() if s.peer.host == peer.host]
+        # Answer first: a console that subscribed with a port hears its answers there.
+        self._reply(peer, message.address, ok=f"{len(gone)} subscription(s) ended")
+        for key in gone:
+            del self.subscriptions[key]
+
+    def _connection_closed(self, peer: Peer) -> None:
+        self.subscriptions.pop(("tcp", peer.host, peer.port), None)
+
+    def _live(self, sub: Subscription) -> bool:
+        return sub.expires is None or sub.expires > self._clock()
+
+    def push(self, event: Event) -> None:
+        packets = pushes_for(event)
+        if not packets:
+            return
+        cause = str(event.fields.get("by") or event.fields.get("source") or "")
+        for key, sub in list(self.subscriptions.items()):
+            if not self._live(sub):
+                del self.subscriptions[key]
+                continue
+            if sub.no_echo and cause.startswith("osc ") and _host_of(cause) == sub.peer.host:
+                continue  # the console that made the change knows already
+            for packet in packets:
+                sub.peer.send(packet)
+        for peer in self._feedback:
+            for packet in packets:
+                peer.send(packet)
+
+    async def _feedback_peer(self, target: FeedbackTarget) -> Peer:
+        loop = asyncio.get_running_loop()
+        if target.protocol == "udp":
+            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
+            address = infos[0][4]
+            transport = self.servers.udp
+            assert transport is not None
+            return Peer("udp", target.host, target.port, lambda p: transport.sendto(p, address))
+        link = _FeedbackLink(target)
+        task = loop.create_task(link.run(), name=f"osc feedback {target.host}:{target.port}")
+        self._tasks.add(task)
+        return Peer("tcp", target.host, target.port, link.send)
+
+
+class _FeedbackLink:
+    """A TCP connection to a console's fixed receiver, kept up; pushes while it is down are lost."""
+
+    def __init__(self, target: FeedbackTarget) -> None:
+        self.target = target
+        self.writer: asyncio.StreamWriter | None = None
+
+    def send(self, packet: bytes) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(frame(packet, self.target.framing))
+
+    async def run(self) -> None:
+        delay = 0.25
+        while True:
+            try:
+                async with asyncio.timeout(2.0):
+                    reader, self.writer = await asyncio.open_connection(
+                        self.target.host, self.target.port
+                    )
+                delay = 0.25
+                while await reader.read(4096):
+                    pass
+            except OSError as exc:
+                log.debug("OSC feedback %s:%s: %s", self.target.host, self.target.port, exc)
+            except TimeoutError:
+                pass
+            finally:
+                if self.writer is not None:
+                    self.writer.close()
+                    self.writer = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def pushes_for(event: Event) -> list[bytes]:
+    """What subscribers hear of an event: plain types, never arrays."""
+    f = event.fields
+    kind = event.kind
+    client = address_part(str(f.get("client", "")))
+    if kind in ("client.online", "client.offline"):
+        return [build(f"{PREFIX}/client/{client}/state", kind.split(".")[1])]
+    if kind == "client.late":
+        return [build(f"{PREFIX}/client/{client}/late", int(bool(f.get("late"))))]
+    if kind == "backup.activated":
+        return [build(f"{PREFIX}/backup/{client}/active", 1, str(f.get("backup", "")))]
+    if kind == "backup.moved":
+        away = f.get("to") != f.get("client")
+        return [build(f"{PREFIX}/backup/{client}/active", int(away), str(f.get("to", "")))]
+    if kind == "backup.failed":
+        return [
+            build(f"{PREFIX}/backup/{client}/failed", str(f.get("reason")), str(f.get("message")))
+        ]
+    if kind == "backup.auto":
+        return [build(f"{PREFIX}/backup/{client}/auto", int(bool(f.get("on"))))]
+    if kind == "action.failed":
+        return [build(f"{PREFIX}/action/failed", str(f.get("action")), str(f.get("message")))]
+    if kind == "alarm":
+        return [build(f"{PREFIX}/alarm", str(f.get("alarm", "")), str(f.get("message", "")))]
+    if kind in ("show.reloaded", "show.error"):
+        return [build(f"{PREFIX}/show/{kind.split('.')[1]}", str(f.get("message", "")))]
+    if kind == "module.status":
+        module = address_part(str(f.get("module", "")))
+        return [
+            build(f"{PREFIX}/module/{module}/status", str(f.get("status")), str(f.get("message")))
+        ]
+    return []
+
+
+SUPPORTED_TYPES = frozenset("ifdsbhtTFNmr")
+
+
+def unsupported_type(packet: bytes, depth: int = 0) -> tuple[str, str] | None:
+    """(address, type tag) of the first argument python-osc cannot decode, if any.
+
+    Walks bundles too. Anything malformed is left for the real parser to report.
+    """
+    if packet.startswith(b"#bundle\0") and depth < 8:
+        at = 16
+        while at + 4 <= len(packet):
+            size = int.from_bytes(packet[at : at + 4], "big")
+            found = unsupported_type(packet[at + 4 : at + 4 + size], depth + 1)
+            if found is not None:
+                return found
+            at += 4 + size
+        return None
+    end = packet.find(b"\0")
+    if end <= 0:
+        return None
+    tags_at = (end + 4) & ~3
+    if packet[tags_at : tags_at + 1] != b",":
+        return None
+    tags_end = packet.find(b"\0", tags_at)
+    tags = packet[tags_at + 1 : tags_end if tags_end != -1 else None]
+    for tag in tags.decode("ascii", "replace"):
+        if tag not in SUPPORTED_TYPES:
+            return packet[:end].decode("ascii", "replace"), tag
+    return None
+
+
+async def _decided(decision: Awaitable[Any]) -> tuple[bool, str]:
+    result = await decision
+    return result.ok, result.message
+
+
+def _host_of(name: str) -> str:
+    """'osc udp 10.0.0.5:53001' → '10.0.0.5'."""
+    return name.rsplit(" ", 1)[-1].rsplit(":", 1)[0]

@@ -1,0 +1,202 @@
+"""The OSC bridge with OSC peers we did not write: liblo's oscsend/oscdump, python-osc's TCP client."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from pythonosc.tcp_client import SimpleTCPClient
+
+from pxcontrol.testing import Rig
+
+from .conftest import OscDump, free_port, wait_for
+
+SHOW = """
+[director]
+heartbeat_port = {heartbeat_port}
+osc_port = {osc_port}
+allow = ["127.0.0.1"]
+
+[detection]
+heartbeat_interval = 0.05
+offline_after = 0.4
+online_after = 0.4
+
+[[osc.feedback]]
+host = "127.0.0.1"
+port = {feedback_port}
+protocol = "tcp"
+framing = "length"
+
+[[clients]]
+name = "Playout1"
+ip = "127.0.0.11"
+outputs = ["Output 1"]
+
+[[clients]]
+name = "Backup1"
+ip = "127.0.0.21"
+outputs = ["Output 1"]
+backup_for = ["127.0.0.11"]
+
+[modules.Log]
+type = "log"
+"""
+
+
+@pytest.fixture
+def console() -> Iterator[OscDump]:
+    """A lighting console's OSC input: liblo's oscdump on a UDP port."""
+    port = free_port()
+    dump = OscDump(str(port))
+    dump.port = port  # type: ignore[attr-defined]
+    yield dump
+    dump.close()
+
+
+@pytest.fixture
+def tcp_console() -> Iterator[OscDump]:
+    """A console that listens over TCP (liblo: OSC 1.0 length-prefix framing)."""
+    port = free_port(kind=1)
+    dump = OscDump(f"osc.tcp://:{port}")
+    dump.port = port  # type: ignore[attr-defined]
+    yield dump
+    dump.close()
+
+
+@pytest.fixture
+def rig(tmp_path, tcp_console) -> Iterator[Rig]:
+    rig = Rig(tmp_path, SHOW.replace("{feedback_port}", str(tcp_console.port)))
+    rig.start_director()
+    rig.start_agent("Playout1", "127.0.0.11")
+    rig.start_agent("Backup1", "127.0.0.21")
+    rig.director.wait_event("client.online", client="Playout1")
+    rig.director.wait_event("client.online", client="Backup1")
+    yield rig
+    rig.close()
+
+
+def oscsend(rig: Rig, address: str, types: str = "", *values: str, tcp: bool = False) -> None:
+    target = f"osc.tcp://127.0.0.1:{rig.osc_port}" if tcp else f"osc.udp://127.0.0.1:{rig.osc_port}"
+    subprocess.run(["oscsend", target, address, types, *values], check=True, timeout=10)
+
+
+def test_a_console_switches_moves_and_runs_actions_over_udp(rig: Rig, console: OscDump):
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    console.wait_line(
+        f'/pxcontrol/reply/pxcontrol/subscribe ss "ok" "subscribed 127.0.0.1:{console.port}'
+    )
+
+    oscsend(rig, "/pxcontrol/backup/switch", "s", "Playout1")
+    console.wait_line('/pxcontrol/reply/pxcontrol/backup/switch ss "ok" "Playout1 is on Backup1"')
+    console.wait_line('/pxcontrol/backup/Playout1/active is 1 "Backup1"')
+    activated = rig.director.wait_event("backup.activated", client="Playout1")
+    assert activated["reason"] == "osc" and activated["by"].startswith("osc udp 127.0.0.1:")
+
+    oscsend(rig, "/pxcontrol/backup/move", "s", "Playout1")
+    console.wait_line('/pxcontrol/reply/pxcontrol/backup/move ss "ok" "Playout1 is on Playout1"')
+    console.wait_line('/pxcontrol/backup/Playout1/active is 0 "Playout1"')
+
+    oscsend(rig, "/pxcontrol/action", "ss", "Log.Entry", "message=go from the console")
+    console.wait_line('/pxcontrol/reply/pxcontrol/action ss "ok" "go from the console"')
+    oscsend(rig, "/pxcontrol/backup/auto", "si", "Playout1", "0")
+    console.wait_line(
+        '/pxcontrol/reply/pxcontrol/backup/auto ss "ok" "automatic backup for Playout1 is off"'
+    )
+
+
+def test_wrong_commands_are_answered_with_what_was_wrong(rig: Rig, console: OscDump):
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    oscsend(rig, "/pxcontrol/backup/switch", "s", "Playout9")
+    console.wait_line(
+        '/pxcontrol/reply/pxcontrol/backup/switch ss "error" "no client is called \'Playout9\' '
+        '(clients: Playout1, Backup1)"'
+    )
+    oscsend(rig, "/pxcontrol/backup/switch", "i", "1")
+    console.wait_line(
+        '/pxcontrol/reply/pxcontrol/backup/switch ss "error" "/pxcontrol/backup/switch takes a client name (a string) first"'
+    )
+    oscsend(rig, "/pxcontrol/action", "sss", "Log.Entry", "hello", "loud")
+    console.wait_line("Input should be 'info', 'warning' or 'error'")
+    oscsend(rig, "/pxcontrol/action", "s", "Lights.Go")
+    console.wait_line("Lights.Go: no module 'Lights' is running")
+    oscsend(rig, "/pxcontrol/lights/go")
+    console.wait_line(
+        '/pxcontrol/reply/pxcontrol/lights/go ss "error" "unknown address /pxcontrol/lights/go'
+    )
+    rig.agents["Backup1"].signal(signal.SIGKILL)
+    rig.director.wait_event("client.offline", client="Backup1")
+    oscsend(rig, "/pxcontrol/backup/switch", "s", "Playout1")
+    console.wait_line(
+        '/pxcontrol/reply/pxcontrol/backup/switch ss "error" "backup Backup1 is offline: nothing can move"'
+    )
+    console.wait_line('/pxcontrol/backup/Playout1/failed ss "backup offline"')
+
+
+def test_status_is_one_message_per_client_then_the_count(rig: Rig, console: OscDump):
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    oscsend(rig, "/pxcontrol/status")
+    console.wait_line('/pxcontrol/status/client sssff "Playout1" "online" "Playout1"')
+    console.wait_line('/pxcontrol/status/client sssff "Backup1" "online" "Backup1"')
+    console.wait_line("/pxcontrol/status/end i 2")
+
+
+def test_pushes_reach_a_tcp_feedback_receiver_and_tcp_commands_work(rig: Rig, tcp_console: OscDump):
+    oscsend(rig, "/pxcontrol/backup/switch", "s", "Playout1", tcp=True)  # liblo: length-prefix
+    tcp_console.wait_line('/pxcontrol/backup/Playout1/active is 1 "Backup1"')
+    rig.agents["Playout1"].signal(signal.SIGKILL)
+    tcp_console.wait_line('/pxcontrol/client/Playout1/state s "offline"')
+
+
+@pytest.mark.parametrize("mode", ["1.0", "1.1"], ids=["length-prefix", "slip"])
+def test_replies_come_back_on_the_tcp_connection_in_its_framing(rig: Rig, mode: str):
+    client = SimpleTCPClient("127.0.0.1", rig.osc_port, mode=mode)
+    try:
+        client.send_message("/pxcontrol/ping", [])
+        (pong,) = list(client.get_messages(timeout=5))
+        assert pong.address == "/pxcontrol/pong"
+        client.send_message("/pxcontrol/status", [])
+        messages = []
+        wait_for(
+            lambda: (
+                messages.extend(client.get_messages(timeout=5))
+                or any(m.address == "/pxcontrol/status/end" for m in messages)
+            )
+        )
+        clients = [m.params[0] for m in messages if m.address == "/pxcontrol/status/client"]
+        assert clients == ["Playout1", "Backup1"]
+    finally:
+        client.close()
+
+
+def test_a_subscriber_hears_client_state_without_asking(rig: Rig, console: OscDump):
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
+    rig.agents["Playout1"].signal(signal.SIGKILL)
+    console.wait_line('/pxcontrol/client/Playout1/state s "offline"')
+    oscsend(rig, "/pxcontrol/unsubscribe")
+    console.wait_line('/pxcontrol/reply/pxcontrol/unsubscribe ss "ok" "1 subscription(s) ended"')
+
+
+def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig):
+    from .conftest import pxcontrol
+
+    at = f"127.0.0.1:{rig.osc_port}"
+    table = pxcontrol("status", "--director", at)
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"Playout1\s*│\s*online\s*│\s*Playout1", table.stdout), table.stdout
+    switched = pxcontrol("backup", "switch", "Playout1", "--director", at)
+    assert switched.returncode == 0 and "ok Playout1 is on Backup1" in switched.stdout
+    table = pxcontrol("status", "--director", at)
+    assert re.search(r"Playout1\s*│\s*online\s*│\s*Backup1", table.stdout), table.stdout
+    again = pxcontrol("backup", "switch", "Playout1", "--director", at)
+    assert again.returncode == 1 and "Playout1 already plays on Backup1" in again.stderr
+    moved = pxcontrol("backup", "move", "Playout1", "--director", at)
+    assert moved.returncode == 0 and "ok Playout1 is on Playout1" in moved.stdout
+    auto = pxcontrol("backup", "auto", "Playout1", "on", "--director", at)
+    assert auto.returncode == 0 and "automatic backup for Playout1 is on" in auto.stdout
+    nobody = pxcontrol("status", "--director", f"127.0.0.1:{free_port()}")
+    assert nobody.returncode == 2 and "no answer from 127.0.0.1:" in nobody.stderr

@@ -1,0 +1,325 @@
+"""The OSC bridge against bad input, floods, strangers and stalled TCP peers (director in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pythonosc.osc_bundle_builder import OscBundleBuilder
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from pxcontrol.app import load_show
+from pxcontrol.detection import ClientState
+from pxcontrol.director import Director
+from pxcontrol.osc_bridge import build
+from pxcontrol.osc_transport import Peer, slip_encode
+
+from .conftest import async_wait_for
+
+SHOW = """
+[director]
+allow = ["127.0.0.1", "127.0.0.2"]
+{extra}
+
+[[clients]]
+name = "Playout1"
+ip = "127.0.0.11"
+outputs = ["Output 1"]
+
+[[clients]]
+name = "Backup1"
+ip = "127.0.0.21"
+outputs = ["Output 1"]
+backup_for = ["127.0.0.11"]
+
+[modules.Log]
+type = "log"
+"""
+
+
+class Console:
+    """A UDP console: sends packets, collects what comes back."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((source, 0))
+        self.sock.setblocking(False)
+        self.target = ("127.0.0.1", port)
+        self.received: list[OscMessage] = []
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def send(self, packet: bytes) -> None:
+        self.sock.sendto(packet, self.target)
+
+    def command(self, address: str, *args) -> None:
+        self.send(build(address, *args))
+
+    def drain(self) -> list[OscMessage]:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return self.received
+            self.received.append(OscMessage(data))
+
+    async def wait(self, address: str, timeout: float = 5.0) -> OscMessage:
+        found = await async_wait_for(
+            lambda: next((m for m in self.drain() if m.address == address), None),
+            timeout,
+            f"{address}; got {[m.address for m in self.received]}",
+        )
+        self.received.remove(found)
+        return found
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def start(tmp_path, extra: str = "") -> Director:
+    (tmp_path / "show.toml").write_text(SHOW.replace("{extra}", extra))
+    director = Director(
+        load_show(tmp_path / "show.toml"), tmp_path / "state", heartbeat_port=0, osc_port=0
+    )
+    await director.start()
+    return director
+
+
+@pytest.fixture
+async def director(tmp_path) -> AsyncIterator[Director]:
+    director = await start(tmp_path)
+    yield director
+    await director.stop()
+
+
+@pytest.fixture
+def console(director: Director):
+    made: list[Console] = []
+
+    def make(source: str = "127.0.0.1") -> Console:
+        made.append(Console(director.osc.port, source))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+MALFORMED = [
+    pytest.param(b"/pxcontrol/action\0\0\0,s\0\0", id="truncated"),
+    pytest.param(b"/pxcontrol/action\0\0\0,i\0\0\0\0", id="int-without-its-bytes"),
+    pytest.param(bytes(range(256)) * 3, id="garbage"),
+    pytest.param(b"#bundle\0" + b"\xff" * 20, id="broken-bundle"),
+    pytest.param(b"/x" + b"\x00" * 60000, id="oversized"),
+]
+
+
+@pytest.mark.parametrize("packet", MALFORMED)
+async def test_malformed_packets_are_dropped_and_counted_and_the_bridge_goes_on(
+    director: Director, console, packet: bytes
+):
+    c = console()
+    c.send(packet)
+    c.command("/pxcontrol/ping")
+    await c.wait("/pxcontrol/pong")
+    assert director.osc.counts["malformed"] == 1
+
+
+async def test_unsupported_argument_types_are_answered_not_shifted(director: Director, console):
+    c = console()
+    # liblo's oscsend 'S' (symbol): python-osc would drop it and shift the arguments after it.
+    c.send(b"/pxcontrol/backup/switch\0\0\0\0,S\0\0Playout1\0\0\0\0")
+    reply = await c.wait("/pxcontrol/reply/pxcontrol/backup/switch")
+    assert reply.params[0] == "error" and "argument type 'S' is not supported" in reply.params[1]
+    assert director.backup.plays_on("Playout1") == "Playout1"
+
+
+async def test_a_flood_from_one_sender_does_not_silence_the_others(director: Director, console):
+    flood, other = console(), console()
+    ping, garbage = build("/pxcontrol/ping"), b"\x00garbage"
+    stop = threading.Event()
+
+    def blast() -> None:  # from another thread, as from another machine
+        while not stop.is_set():
+            for _ in range(100):
+                flood.send(garbage)
+                flood.send(ping)
+
+    thread = threading.Thread(target=blast, daemon=True)
+    thread.start()
+    try:
+        # A console retries its ping as consoles do; it must be answered during the flood.
+        async def answered() -> bool:
+            other.command("/pxcontrol/ping")
+            await asyncio.sleep(0.05)
+            return any(m.address == "/pxcontrol/pong" for m in other.drain())
+
+        for _ in range(100):
+            if await answered():
+                break
+        else:
+            raise AssertionError("never answered during the flood")
+    finally:
+        stop.set()
+        thread.join()
+    assert director.osc.counts["malformed"] > 1000
+
+
+async def test_a_stranger_gets_no_action_and_no_answer(director: Director, console):
+    stranger = console("127.0.0.5")  # loopback, but not in director.allow
+    stranger.command("/pxcontrol/backup/auto", "Playout1", 0)
+    friend = console()
+    friend.command("/pxcontrol/ping")
+    await friend.wait("/pxcontrol/pong")
+    assert stranger.drain() == []
+    assert director.osc.counts["denied"] == 1
+    assert director.backup.auto_override == {}
+
+
+async def test_a_tcp_peer_that_sends_half_a_frame_holds_up_nobody(director: Director, console):
+    _, stalled = await asyncio.open_connection("127.0.0.1", director.osc.port)
+    stalled.write((100).to_bytes(4, "big") + b"/pxcontrol/pi")  # then nothing more
+    await stalled.drain()
+    reader, writer = await asyncio.open_connection("127.0.0.1", director.osc.port)
+    writer.write(slip_encode(build("/pxcontrol/ping")))
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readuntil(b"\xc0\xc0"[:1] * 1), 5)
+    answer += await asyncio.wait_for(reader.readuntil(b"\xc0"), 5)
+    assert b"/pxcontrol/pong" in answer
+    udp = console()
+    udp.command("/pxcontrol/ping")
+    await udp.wait("/pxcontrol/pong")
+    writer.close()
+    stalled.close()
+
+
+async def test_an_absurd_length_prefix_closes_that_connection_only(director: Director):
+    reader, writer = await asyncio.open_connection("127.0.0.1", director.osc.port)
+    writer.write((2**31).to_bytes(4, "big"))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b"", "closed by the bridge"
+
+
+async def test_a_future_bundle_runs_now_and_never_sleeps(director: Director, console):
+    c = console()
+    bundle = OscBundleBuilder(time.time() + 3600)
+    bundle.add_content(OscMessageBuilder("/pxcontrol/ping").build())
+    c.send(bundle.build().dgram)
+    await c.wait("/pxcontrol/pong", timeout=2)
+
+
+async def test_arguments_of_every_osc_type_fill_an_action(director: Director, console):
+    c = console()
+    builder = OscMessageBuilder("/pxcontrol/action")
+    for value in ("Log.Entry", "level=warning", "message=T is true"):
+        builder.add_arg(value)
+    c.send(builder.build().dgram)
+    reply = await c.wait("/pxcontrol/reply/pxcontrol/action")
+    assert reply.params == ["ok", "T is true"]
+    assert director.app.events.of_kind("log.entry")[-1].fields["level"] == "warning"
+    builder = OscMessageBuilder("/pxcontrol/backup/auto")
+    builder.add_arg("Playout1")
+    builder.add_arg(True)  # OSC 'T'
+    c.send(builder.build().dgram)
+    reply = await c.wait("/pxcontrol/reply/pxcontrol/backup/auto")
+    assert reply.params == ["ok", "automatic backup for Playout1 is on"]
+
+
+async def test_passcode_unlocks_commands_per_sender(tmp_path):
+    director = await start(tmp_path, 'passcode = "1234"')
+    c = Console(director.osc.port)
+    try:
+        c.command("/pxcontrol/backup/auto", "Playout1", 1)
+        reply = await c.wait("/pxcontrol/reply/pxcontrol/backup/auto")
+        assert reply.params == ["error", "locked: send /pxcontrol/connect <passcode> first"]
+        c.command("/pxcontrol/ping")
+        await c.wait("/pxcontrol/pong")  # ping needs no passcode
+        c.command("/pxcontrol/connect", "4321")
+        assert (await c.wait("/pxcontrol/reply/pxcontrol/connect")).params == ["error", "badpass"]
+        c.command("/pxcontrol/connect", "1234")
+        assert (await c.wait("/pxcontrol/reply/pxcontrol/connect")).params == ["ok", "connected"]
+        c.command("/pxcontrol/backup/auto", "Playout1", 1)
+        assert (await c.wait("/pxcontrol/reply/pxcontrol/backup/auto")).params[0] == "ok"
+    finally:
+        c.close()
+        await director.stop()
+
+
+async def test_no_echo_to_the_console_that_made_the_change(director: Director, console):
+    for name in ("Playout1", "Backup1"):
+        director.live.detector.clients[name].state = ClientState.ONLINE
+    quiet, other = console(), console("127.0.0.2")
+    quiet.command("/pxcontrol/subscribe", "noecho")
+    await quiet.wait("/pxcontrol/reply/pxcontrol/subscribe")
+    quiet.command("/pxcontrol/backup/switch", "Playout1")
+    await quiet.wait("/pxcontrol/reply/pxcontrol/backup/switch")
+    other.command("/pxcontrol/backup/move", "Playout1")
+    await other.wait("/pxcontrol/reply/pxcontrol/backup/move")
+    moved = await quiet.wait("/pxcontrol/backup/Playout1/active")
+    assert moved.params == [0, "Playout1"], "the other console's change is pushed"
+    assert not [m for m in quiet.drain() if m.params == [1, "Backup1"]], "its own is not"
+
+
+async def test_a_subscription_lapses_without_renewal(director: Director, console):
+    now = [1000.0]
+    director.osc._clock = lambda: now[0]
+    c = console()
+    c.command("/pxcontrol/subscribe")
+    await c.wait("/pxcontrol/reply/pxcontrol/subscribe")
+    director.app.emit("client.online", client="Playout1", ip="127.0.0.11")
+    await c.wait("/pxcontrol/client/Playout1/state")
+    now[0] += 61
+    director.app.emit("client.offline", client="Playout1", ip="127.0.0.11")
+    c.command("/pxcontrol/ping")
+    await c.wait("/pxcontrol/pong")
+    assert not [m for m in c.drain() if m.address.startswith("/pxcontrol/client/")]
+    assert director.osc.subscriptions == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    packet=st.binary(max_size=200) | st.builds(lambda b: b"/pxcontrol/" + b, st.binary(max_size=60))
+)
+def test_fuzz_no_packet_breaks_the_handler(packet: bytes):
+    sent: list[bytes] = []
+    bridge = _FUZZ_BRIDGE
+    bridge.handle_packet(packet, Peer("udp", "127.0.0.1", 9, sent.append))
+    for reply in sent:
+        OscMessage(reply)  # whatever it answers is well-formed OSC
+
+
+class _FakeDirector:
+    """Just enough director for the packet handler; commands that need more are refused."""
+
+    def __init__(self) -> None:
+        from pxcontrol.show import ShowFile
+
+        self.show = ShowFile.model_validate(
+            {"clients": [{"name": "Playout1", "ip": "10.0.0.11", "outputs": ["Output 1"]}]}
+        )
+        self.backup = None
+
+
+def _make_fuzz_bridge():
+    from pxcontrol.osc_bridge import OscBridge
+
+    class FuzzBridge(OscBridge):
+        def _later(self, peer, address, work):  # no loop here: close the coroutine, answer
+            work.close()
+            self._reply(peer, address, ok="queued")
+
+    bridge = FuzzBridge.__new__(FuzzBridge)
+    OscBridge.__init__(bridge, _FakeDirector())  # type: ignore[arg-type]
+    return bridge
+
+
+_FUZZ_BRIDGE = _make_fuzz_bridge()
