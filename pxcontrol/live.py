@@ -26,6 +26,7 @@ from pxcontrol.heartbeat import (
     decode,
     encode,
 )
+from pxcontrol.osc_transport import raise_receive_buffer
 from pxcontrol.show import ShowFile
 
 log = logging.getLogger("pxcontrol.live")
@@ -123,7 +124,7 @@ class LiveSystems:
         self._epoch = epoch
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        raise_receive_buffer(sock, RECEIVE_BUFFER)  # past the system's cap where we may
         sock.bind((bind, port))
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), sock=sock)
         self._watcher = loop.create_task(self._watch(), name="detector")
