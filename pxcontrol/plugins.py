@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "pxcontrol_udp",
     "pxcontrol_tcp",
     "pxcontrol_http",
+    "pxcontrol_videohub",
 )
 
 
