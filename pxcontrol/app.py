@@ -257,6 +257,7 @@ class App:
             await asyncio.sleep(next_delay())
             await module.stop_tasks()  # whatever the failed start left behind
             if await self._try_start(module):
+                self._starting.pop(module.name, None)  # its actions run from this moment
                 log.info("module %s started", module.name)
                 return
 
