@@ -89,7 +89,7 @@ async def main(saves: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "show.toml"
         path.write_text(SHOW.format(n=0))
-        director = Director(load_show(path), Path(folder) / "state", osc_port=0)
+        director = Director(load_show(path), Path(folder) / "state", osc_port=0, http_port=0)
         await director.start()
         watcher = director.watch()
         await watcher.ready.wait()

@@ -102,6 +102,8 @@ def run(
 
         def started(director: Director) -> None:
             out.print(Text.assemble(("pxcontrol", "bold"), f" running {path} — Ctrl-C stops it"))
+            asks = " (it asks for director.token)" if director.show.director.token else ""
+            out.print(Text.assemble("Live Systems page: ", (director.web.url, "bold"), asks))
 
         show_event = _print_json_event if json_events else _print_event
         await run_director(loaded, stop, state, on_started=started, on_event=show_event)
@@ -253,8 +255,6 @@ def call(
     raise typer.Exit(asyncio.run(main()))
 
 
-# --- helpers ---
-
 # --- commands to a running director, over its OSC bridge ---
 
 DirectorOpt = Annotated[
@@ -355,6 +355,9 @@ def backup_auto(
     _answer(
         _ask(director, passcode, lambda link: link.command("/pxcontrol/backup/auto", client, value))
     )
+
+
+# --- helpers ---
 
 
 def _error(text: str, label: str = "error: ") -> None:

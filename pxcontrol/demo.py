@@ -45,6 +45,8 @@ class Demo:
         )
         if not _free(7400):  # a director already runs here: the demo takes another port
             text = text.replace("osc_port = 7400", f"osc_port = {free_port()}")
+        if not _free(7480, socket.SOCK_STREAM):  # the same for the Live Systems page
+            text = text.replace("http_port = 7480", f"http_port = {free_port(socket.SOCK_STREAM)}")
         (folder / "show.toml").write_text(text)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.started = time.monotonic()
@@ -71,6 +73,7 @@ class Demo:
             f"and {BACKUP} on {BACKUP_IP}, pids {self.agents[PLAYOUT].proc.pid} and "
             f"{self.agents[BACKUP].proc.pid}"
         )
+        self.say(f"Live Systems page: http://127.0.0.1:{loaded['web_port']}/", "bold")
         self.show_until("client.online", client=BACKUP)
         self.show_until("client.online", client=PLAYOUT)
 
@@ -160,9 +163,9 @@ class Demo:
             self.show_new()
 
 
-def _free(port: int) -> bool:
+def _free(port: int, kind: int = socket.SOCK_DGRAM) -> bool:
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", port))
         return True
     except OSError:

@@ -21,6 +21,7 @@ from pxcontrol.reload import ShowWatcher
 from pxcontrol.state import StateStore
 from pxcontrol.status import ShowStatus, snapshot
 from pxcontrol.tasks import cancel_and_wait
+from pxcontrol.web import WebServer
 
 log = logging.getLogger("pxcontrol.director")
 
@@ -37,6 +38,7 @@ class Director:
         clock: Callable[[], float] = time.monotonic,
         heartbeat_port: int | None = None,
         osc_port: int | None = None,
+        http_port: int | None = None,
     ) -> None:
         self.loaded = loaded
         self.app = App(loaded)
@@ -49,6 +51,8 @@ class Director:
         self._heartbeat_port = heartbeat_port
         self._osc_port = osc_port
         self.osc = OscBridge(self)
+        self._http_port = http_port
+        self.web = WebServer(self)
         self.dropins = loaded.dropins
         self.watcher: ShowWatcher | None = None
         self._reloading = asyncio.Lock()
@@ -72,6 +76,8 @@ class Director:
         await self.live.start(str(director.bind), port, self.placement_for, self.backup.epoch)
         osc_port = director.osc_port if self._osc_port is None else self._osc_port
         await self.osc.start(str(director.bind), osc_port)
+        http_port = director.http_port if self._http_port is None else self._http_port
+        await self.web.start(str(director.bind), http_port)
         moved = {p: b for p, b in self.backup.placement.items() if p != b}
         self.app.emit(
             "show.loaded",
@@ -83,6 +89,7 @@ class Director:
             restored=", ".join(f"{p} on {b}" for p, b in moved.items()),
             heartbeat_port=self.live.port,
             osc_port=self.osc.port,
+            web_port=self.web.port,
         )
 
     def watch(self) -> ShowWatcher:
@@ -152,6 +159,7 @@ class Director:
         return "; ".join(parts)
 
     async def stop(self) -> None:
+        await self.web.stop()  # first: open pages hear that the director stops
         if self.watcher is not None:
             await self.watcher.stop()
         await self.osc.stop()

@@ -44,6 +44,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "alarm": ("client", "alarm", "message"),
     "show.loaded": (
         "file", "clients", "modules", "mappings", "epoch", "restored", "heartbeat_port", "osc_port",
+        "web_port",
     ),
     "show.reloaded": ("file", "message"),
     "show.error": ("file", "message"),
@@ -60,7 +61,7 @@ SAMPLES: dict[str, Any] = {
     "reason": "manual", "by": "", "epoch": 1, "from": "Backup1", "to": "Playout1",
     "message": "text", "trigger": "auto", "action": "Module.Action", "on": True,
     "alarm": "backup busy", "file": "show.toml", "clients": 2, "modules": 1, "mappings": 1,
-    "restored": "", "heartbeat_port": 7401, "osc_port": 7400, "module": "Log", "status": "ok", "source": "api", "mapping": "mappings[0]",
+    "restored": "", "heartbeat_port": 7401, "osc_port": 7400, "web_port": 7480, "module": "Log", "status": "ok", "source": "api", "mapping": "mappings[0]",
     "event_seq": 1, "ok": True, "actions": [], "level": "info",
     "seq": 1, "time": 0.0, "kind": "backup.activated",
 }  # fmt: skip

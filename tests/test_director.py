@@ -82,7 +82,9 @@ class Show:
 async def show(tmp_path) -> AsyncIterator[Show]:
     port = free_port()
     (tmp_path / "show.toml").write_text(SHOW.replace("{port}", str(port)))
-    director = Director(load_show(tmp_path / "show.toml"), tmp_path / "state", osc_port=0)
+    director = Director(
+        load_show(tmp_path / "show.toml"), tmp_path / "state", osc_port=0, http_port=0
+    )
     await director.start()
     running = Show(director, port, tmp_path)
     yield running

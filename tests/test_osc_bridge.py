@@ -88,7 +88,11 @@ class Console:
 async def start(tmp_path, extra: str = "") -> Director:
     (tmp_path / "show.toml").write_text(SHOW.replace("{extra}", extra))
     director = Director(
-        load_show(tmp_path / "show.toml"), tmp_path / "state", heartbeat_port=0, osc_port=0
+        load_show(tmp_path / "show.toml"),
+        tmp_path / "state",
+        heartbeat_port=0,
+        osc_port=0,
+        http_port=0,
     )
     await director.start()
     return director

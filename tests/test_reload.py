@@ -118,7 +118,9 @@ async def running(tmp_path) -> AsyncIterator[Running]:
     (tmp_path / "modules").mkdir()
     (tmp_path / "modules" / "probe.py").write_text(PROBE)
     (tmp_path / "show.toml").write_text(show_text("v1", port))
-    director = Director(load_show(tmp_path / "show.toml"), tmp_path / "state", osc_port=0)
+    director = Director(
+        load_show(tmp_path / "show.toml"), tmp_path / "state", osc_port=0, http_port=0
+    )
     await director.start()
     await director.watch().ready.wait()
     await async_wait_for(lambda: device.connections == 1, what="the device connection")

@@ -1,0 +1,152 @@
+"""The page's routes: the page itself, its feed, and the buttons' JSON endpoints.
+
+The buttons call the same backup manager methods as OSC and the CLI, with
+trigger "web" and the operator's address as `by`; each answers with the
+manager's decision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pxcontrol.backup import Decision
+from pxcontrol.web.access import Access, TokenGate
+from pxcontrol.web.feed import Feed
+
+if TYPE_CHECKING:
+    from pxcontrol.director import Director
+
+STATIC = Path(__file__).parent / "static"
+BODY_LIMIT = 16 * 1024  # a button's request is a few dozen bytes
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SwitchRequest(Strict):
+    client: str = Field(description="the playout client to take over now")
+
+
+class MoveRequest(Strict):
+    client: str = Field(description="the playout client whose outputs move")
+    target: str | None = Field(None, description="where they move; default the client itself")
+
+
+class AutoRequest(Strict):
+    client: str = Field(description="the playout client")
+    on: StrictBool = Field(description="automatic backup on or off")
+
+
+Body = TypeVar("Body", bound=Strict)
+
+
+class LiveSystemsPage:
+    """The Starlette application the director serves."""
+
+    def __init__(self, director: Director, feed: Feed, access: Access) -> None:
+        self.director = director
+        self.feed = feed
+        routes = [
+            Route("/", self.page),
+            Route("/api/status", self.status),
+            Route("/api/backup/switch", self.switch, methods=["POST"]),
+            Route("/api/backup/move", self.move, methods=["POST"]),
+            Route("/api/backup/auto", self.auto, methods=["POST"]),
+            WebSocketRoute("/ws", feed.serve),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+        self.app: ASGIApp = TokenGate(_revalidate(Starlette(routes=routes)), access)
+
+    async def page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def status(self, request: Request) -> Response:
+        return Response(self.feed.status(), media_type="application/json")
+
+    async def switch(self, request: Request) -> Response:
+        body = await _read(request, SwitchRequest)
+        if isinstance(body, Response):
+            return body
+        return _answer(await self._backup.takeover(body.client, "web", by=_by(request)))
+
+    async def move(self, request: Request) -> Response:
+        body = await _read(request, MoveRequest)
+        if isinstance(body, Response):
+            return body
+        decision = await self._backup.move_to(body.client, body.target, "web", by=_by(request))
+        return _answer(decision)
+
+    async def auto(self, request: Request) -> Response:
+        body = await _read(request, AutoRequest)
+        if isinstance(body, Response):
+            return body
+        return _answer(await self._backup.set_auto(body.client, body.on, "web", by=_by(request)))
+
+    @property
+    def _backup(self):
+        assert self.director.backup is not None
+        return self.director.backup
+
+
+async def _read(request: Request, model: type[Body]) -> Body | Response:
+    # JSON only: a form on another site cannot send it without the browser asking first.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return JSONResponse(
+            {"ok": False, "message": "send the request body as application/json"}, 415
+        )
+    body = await _limited_body(request)
+    if body is None:
+        return JSONResponse({"ok": False, "message": "the request body is too large"}, 413)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse({"ok": False, "message": problems}, 422)
+
+
+async def _limited_body(request: Request) -> bytes | None:
+    """The body, read no further than BODY_LIMIT (None beyond it)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > BODY_LIMIT:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(decision: Decision) -> Response:
+    body = {"ok": decision.ok, "message": decision.message, "epoch": decision.epoch}
+    return JSONResponse(body, 200 if decision.ok else 409)
+
+
+def _by(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _revalidate(app: ASGIApp) -> ASGIApp:
+    """Browsers check every file with the director before using a cached copy, so a page
+    never runs yesterday's script against today's director."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-cache")]}
+            await send(message)
+
+        await app(scope, receive, send_with_header if scope["type"] == "http" else send)
+
+    return wrapped

@@ -1,0 +1,281 @@
+"""The Live Systems page in a real browser: Debian's chromium, driven by Playwright.
+
+The director and the agents are real subprocesses (the demo show, with faster
+detection); the page is loaded over HTTP from the director, gets its updates
+over the director's websocket, and its buttons press the real backup manager.
+Every wait is on the page's DOM or the director's events, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from pxcontrol.loader import DEMO_SHOW
+from pxcontrol.testing import Rig
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+# The demo show, on ports of its own, with clients online 0.6 s after their first heartbeat.
+DEMO = (
+    DEMO_SHOW.read_text()
+    .replace("heartbeat_port = 7401", "heartbeat_port = {heartbeat_port}")
+    .replace("osc_port = 7400", "osc_port = {osc_port}")
+    .replace("http_port = 7480", "http_port = {http_port}")
+    .replace("online_after = 3.0", "online_after = 0.6")
+)
+TOKEN = "stage-left-7"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK) and shutil.which("chromium") is None:
+        raise RuntimeError("chromium is missing: apt-get install chromium (scripts/test does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def start(rig: Rig, *agents: str) -> Rig:
+    director = rig.start_director()
+    assert director.of_kind("show.loaded")[0]["web_port"] == rig.http_port
+    ips = {"Playout1": "127.0.0.11", "Backup1": "127.0.0.21"}
+    for name in agents:
+        rig.start_agent(name, ips[name])
+    for name in agents:
+        director.wait_event("client.online", client=name)
+    return rig
+
+
+@pytest.fixture
+def demo(tmp_path) -> Iterator[Rig]:
+    rig = Rig(tmp_path, DEMO)
+    yield start(rig, "Playout1", "Backup1")
+    rig.close()
+
+
+def url(rig: Rig, path: str = "/") -> str:
+    return f"http://127.0.0.1:{rig.http_port}{path}"
+
+
+def row(page: Page, client: str):
+    return page.locator(f'tr[data-client="{client}"]')
+
+
+def open_live(page: Page, address: str) -> None:
+    page.goto(address)
+    expect(page.locator("#link")).to_have_class("link live")
+
+
+def test_the_page_lists_the_demo_clients_with_state_role_and_figures(demo: Rig, page: Page):
+    assert any(f"Live Systems page: {url(demo)}" in line for line in demo.director.output)
+    open_live(page, url(demo))
+    playout, backup = row(page, "Playout1"), row(page, "Backup1")
+    expect(playout).to_have_attribute("data-state", "online")
+    expect(backup).to_have_attribute("data-state", "online")
+    expect(playout.locator(".pill")).to_have_text("ONLINE")
+    expect(playout.locator(".c-ip")).to_have_text("127.0.0.11")
+    expect(playout.locator(".role")).to_have_text("playout")
+    expect(backup.locator(".role")).to_have_text("backup")
+    expect(backup.locator(".sub")).to_have_text("covers Playout1")
+    # The backup icon on the client that has a backup, not on the backup itself.
+    expect(playout.locator(".shield")).to_be_visible()
+    expect(backup.locator(".shield")).to_be_hidden()
+    expect(playout.locator(".plays")).to_have_text("Playout1")
+    expect(playout.get_by_role("button", name="Switch to Backup")).to_be_enabled()
+    expect(playout.get_by_role("switch")).to_be_checked()  # the demo's auto_backup = true
+    # Live figures from the agents' heartbeats, and a sparkline growing from the pushes.
+    expect(playout.locator('[data-metric="cpu"] .value')).to_have_text(re.compile(r"^\d+%$"))
+    expect(playout.locator('[data-metric="memory"] .spark .line')).to_have_attribute(
+        "d", re.compile(r"^M.*L")
+    )
+    # Modules with their connection status, and the event log, newest first.
+    expect(page.locator('#modules [data-module="Log"] .status')).to_have_text("ok")
+    expect(page.locator('#modules [data-module="Console"]')).to_be_visible()
+    seqs = [int(s) for s in page.locator("#events li.event").evaluate_all(
+        "items => items.map(i => i.dataset.seq)"
+    )]  # fmt: skip
+    assert seqs == sorted(seqs, reverse=True) and len(seqs) >= 3
+    expect(page.locator('#events [data-kind="client.online"]').first).to_be_visible()
+
+
+def test_switch_to_backup_and_move_to_from_the_page(demo: Rig, page: Page):
+    director = demo.director
+    open_live(page, url(demo))
+    playout = row(page, "Playout1")
+
+    # Cancelled: nothing happens.
+    playout.get_by_role("button", name="Switch to Backup").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Switch Playout1 to backup?")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+
+    playout.get_by_role("button", name="Switch to Backup").click()
+    dialog.get_by_role("button", name="Switch to Backup").click()
+    activated = director.wait_event("backup.activated", client="Playout1")
+    assert activated["reason"] == "web" and activated["by"] == "127.0.0.1"
+    assert activated["backup"] == "Backup1"
+    assert director.of_kind("backup.activated") == [activated], "the cancel sent nothing"
+    # The page shows it: where the outputs play, who carries them, the refusal reason.
+    expect(playout).to_have_attribute("data-plays-on", "Backup1")
+    expect(playout.locator(".plays")).to_have_text("Backup1")
+    expect(row(page, "Backup1").locator(".plays")).to_have_text("carrying Playout1")
+    expect(playout.get_by_role("button", name="Switch to Backup")).to_be_disabled()
+    expect(playout.locator(".why")).to_have_text("Playout1 already plays on Backup1")
+    expect(page.locator(".toast.ok")).to_contain_text("Playout1 is on Backup1")
+    # The mapped actions' trace, each with its result and duration.
+    trace = page.locator('#events [data-kind="mapping.done"]').first.locator(".trace li")
+    expect(trace.first).to_contain_text("Console.Send")
+    expect(trace.first).to_contain_text("ms")
+    expect(page.locator("#calls")).to_contain_text("Log.Entry")
+
+    playout.get_by_role("button", name="Move To…").click()
+    expect(dialog.get_by_role("radio", name="Playout1 (home)")).to_be_checked()
+    dialog.get_by_role("button", name="Move").click()
+    moved = director.wait_event("backup.moved", client="Playout1")
+    assert moved["from"] == "Backup1" and moved["to"] == "Playout1" and moved["reason"] == "web"
+    expect(playout).to_have_attribute("data-plays-on", "Playout1")
+    expect(playout.get_by_role("button", name="Switch to Backup")).to_be_enabled()
+
+    # The automatic-backup switch goes through the same backup manager.
+    playout.get_by_role("switch").uncheck(force=True)
+    auto = director.wait_event("backup.auto", client="Playout1")
+    assert auto["on"] is False and auto["reason"] == "web"
+
+
+OFFLINE_WATCH = """() => {
+  window.notReloaded = true;
+  const row = document.querySelector('tr[data-client="Playout1"]');
+  new MutationObserver(() => {
+    if (row.dataset.state === "offline" && !window.offlineAt) window.offlineAt = Date.now();
+  }).observe(row, { attributes: true });
+}"""
+
+
+def test_a_killed_playout_turns_its_row_offline_within_a_second_without_reloading(
+    demo: Rig, page: Page
+):
+    open_live(page, url(demo))
+    playout = row(page, "Playout1")
+    expect(playout).to_have_attribute("data-state", "online")
+    # The page notes when the row changes (Playwright's own polling would add its lag).
+    page.evaluate(OFFLINE_WATCH)
+    killed = time.time()  # the browser's Date.now() and this are the same machine's clock
+    demo.agents["Playout1"].signal(signal.SIGKILL)
+    expect(playout).to_have_attribute("data-state", "offline")
+    shown = page.evaluate("window.offlineAt") / 1000 - killed
+    assert 0 < shown < 1.0, f"the row turned offline {shown:.3f} s after the kill"
+    expect(playout.locator(".pill")).to_have_text("OFFLINE")
+    assert page.evaluate("window.notReloaded") is True
+    # The demo takes over automatically; losing the backup too is an alarm, shown on top.
+    expect(playout).to_have_attribute("data-plays-on", "Backup1")
+    demo.agents["Backup1"].signal(signal.SIGKILL)
+    alarms = page.locator("#alarms")
+    expect(alarms).to_be_visible()
+    expect(alarms).to_contain_text("backup Backup1 went offline while playing the outputs of")
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(alarms).to_be_hidden()
+
+
+@pytest.fixture
+def guarded(tmp_path) -> Iterator[Rig]:
+    rig = Rig(tmp_path, DEMO.replace("[director]", f'[director]\ntoken = "{TOKEN}"', 1))
+    yield start(rig)
+    rig.close()
+
+
+def test_without_the_token_every_request_and_the_websocket_are_refused(guarded: Rig, page: Page):
+    with httpx.Client() as http:
+        asked = http.get(url(guarded), headers={"accept": "text/html"})
+        assert asked.status_code == 401 and 'name="token"' in asked.text
+        assert http.get(url(guarded, "/api/status")).status_code == 401
+        assert http.get(url(guarded, "/static/app.js")).status_code == 401
+        switch = http.post(url(guarded, "/api/backup/switch"), json={"client": "Playout1"})
+        assert switch.status_code == 401 and switch.json()["message"] == "token required"
+        wrong = {"authorization": "Bearer nope"}
+        assert http.get(url(guarded, "/api/status"), headers=wrong).status_code == 403
+        right = {"authorization": f"Bearer {TOKEN}"}
+        assert http.get(url(guarded, "/api/status"), headers=right).status_code == 200
+    assert guarded.director.of_kind("backup.failed") == [], "nothing reached the backup manager"
+    with httpx.Client() as http:
+        # A script's token in the query (or header) reaches the backup manager; bodies are strict.
+        dry = http.post(
+            url(guarded, f"/api/backup/switch?token={TOKEN}"), json={"client": "Playout1"}
+        )
+        assert dry.status_code == 409
+        assert dry.json() == {
+            "ok": False,
+            "message": "backup Backup1 is dry: nothing can move",
+            "epoch": 0,
+        }
+        extra = http.post(
+            url(guarded, "/api/backup/switch"),
+            json={"client": "Playout1", "now": True},
+            headers=right,
+        )
+        assert (
+            extra.status_code == 422
+            and extra.json()["message"] == "now: Extra inputs are not permitted"
+        )
+
+    ws = f"ws://127.0.0.1:{guarded.http_port}/ws"
+    with connect(ws) as refused, pytest.raises(ConnectionClosed) as closed:
+        refused.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.reason == "token required"
+    with connect(ws, additional_headers=right) as allowed:
+        assert '"type": "status"' in allowed.recv(timeout=5)
+
+    # A browser is asked for the token, and keeps it (a cookie) once given.
+    page.goto(url(guarded))
+    expect(page.locator("#refusal")).to_contain_text("token required")
+    page.get_by_label("token").fill(TOKEN)
+    page.get_by_role("button", name="Open").click()
+    expect(page.locator("#link")).to_have_class("link live")
+    assert page.url == url(guarded), "the token is not left in the address bar"
+    expect(row(page, "Playout1")).to_have_attribute("data-state", "dry")
+
+
+def test_the_page_reconnects_by_itself_when_the_director_restarts(demo: Rig, page: Page):
+    open_live(page, url(demo))
+    page.evaluate("window.notReloaded = true")
+    assert demo.director.stop() == 0
+    expect(page.locator("#link")).to_have_class("link lost")
+    expect(row(page, "Playout1").get_by_role("button", name="Switch to Backup")).to_be_disabled()
+    demo.start_director()
+    expect(page.locator("#link")).to_have_class("link live")
+    expect(row(page, "Playout1")).to_have_attribute("data-state", "online")
+    expect(row(page, "Playout1").get_by_role("button", name="Switch to Backup")).to_be_enabled()
+    assert page.evaluate("window.notReloaded") is True
+    # The event log came back with the restart in it.
+    expect(page.locator('#events [data-kind="show.loaded"]')).to_have_count(2)
