@@ -21,7 +21,7 @@ from pxcontrol import __version__
 from pxcontrol.actions import ActionSpec, TooManyArguments, arguments_from_list
 from pxcontrol.app import App, LoadedShow, PluginError, collect_module_types, load_show
 from pxcontrol.catalog import Catalog
-from pxcontrol.director import Director, run_director, stop_on_signals
+from pxcontrol.director import CannotListen, Director, run_director, stop_on_signals
 from pxcontrol.events import Event
 from pxcontrol.loader import DEMO_SHOW, resolve_show_path
 from pxcontrol.plugins import load_dropins, make_plugin_manager
@@ -90,6 +90,11 @@ def run(
     json_events: Annotated[
         bool, typer.Option("--json-events", help="print every event as one JSON line")
     ] = False,
+    heartbeat_port: Annotated[
+        int | None, typer.Option(help="instead of the show's director.heartbeat_port")
+    ] = None,
+    osc_port: Annotated[int | None, typer.Option(help="instead of director.osc_port")] = None,
+    http_port: Annotated[int | None, typer.Option(help="instead of director.http_port")] = None,
 ) -> None:
     """Run the director on a show until Ctrl-C."""
     path = resolve_show_path(show)
@@ -106,10 +111,17 @@ def run(
             out.print(Text.assemble("Live Systems page: ", (director.web.url, "bold"), asks))
 
         show_event = _print_json_event if json_events else _print_event
-        await run_director(loaded, stop, state, on_started=started, on_event=show_event)
+        ports = {"heartbeat_port": heartbeat_port, "osc_port": osc_port, "http_port": http_port}
+        await run_director(
+            loaded, stop, state, on_started=started, on_event=show_event, ports=ports
+        )
         out.print("stopped: modules stopped, sockets closed")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except CannotListen as exc:
+        _error(str(exc))
+        raise typer.Exit(1) from None
 
 
 @cli.command()
@@ -406,7 +418,8 @@ def _params_table(spec: ActionSpec) -> Table:
     table.add_column()
     for name, field in spec.params.model_fields.items():
         default = "required" if field.is_required() else f"= {field.default!r}"
-        table.add_row(f"    {name}", type_text(field.annotation), default, field.description or "")
+        cells = (f"    {name}", type_text(field.annotation), default, field.description or "")
+        table.add_row(*(Text(cell) for cell in cells))  # "[output, input]" is text, not markup
     if not spec.params.model_fields:
         table.add_row("    (no parameters)", "", "", "")
     return table

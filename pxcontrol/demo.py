@@ -7,6 +7,7 @@ director's own event stream.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from pxcontrol.loader import DEMO_SHOW
+from pxcontrol.osc_client import DirectorLink
 from pxcontrol.processes import Process, wait_for
 from pxcontrol.testing import free_port
 
@@ -52,9 +54,27 @@ class Demo:
         self.started = time.monotonic()
         self.printed = 0
         self.director: Process | None = None
+        self.router: Process | None = None
         self.agents: dict[str, Process] = {}
 
+    def start_router(self) -> None:
+        """The Videohub emulator stands in for the show's video router."""
+        self.router = Process(
+            [
+                "--port", "0",
+                "--input-labels", "Playout1 Out 1,Playout1 Out 2,Backup1 Out 1,Backup1 Out 2",
+                "--output-labels", "LED Wall,Projector",
+            ],
+            self.env,
+            module="pxcontrol_videohub.emulator",
+        )  # fmt: skip
+        port = int(self.router.wait_line(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        show = self.folder / "show.toml"
+        show.write_text(show.read_text().replace("port = 9990", f"port = {port}"))
+        self.say(f"video router: the Videohub emulator on 127.0.0.1:{port}")
+
     def start(self) -> None:
+        self.start_router()
         self.director = Process(
             ["run", str(self.folder), "--state", str(self.folder / "state"), "--json-events"],
             self.env,
@@ -89,6 +109,7 @@ class Demo:
         self.agents[PLAYOUT].signal(signal.SIGKILL)
         activated = self.show_until("backup.activated", client=PLAYOUT)
         self.show_until("mapping.done", event_seq=activated["seq"], mapping="mappings[0]")
+        self.show_until("mapping.done", event_seq=activated["seq"], mapping="mappings[1]")
         self.show_until("mapping.done", event_seq=activated["seq"], mapping=f"{BACKUP}.on_backup")
         notice = wait_for(lambda: self.agents[BACKUP].of_kind("backup.activated"), 10)[0]
         self.say(f"{BACKUP}'s agent was told: it now plays {notice['plays']}")
@@ -100,6 +121,12 @@ class Demo:
             f"{PLAYOUT} is back, but its outputs stay on {BACKUP} until an operator moves them "
             "back: fail over fast, return by hand"
         )
+        osc_port = self.director.of_kind("show.loaded")[0]["osc_port"]
+        self.say(f"the operator moves them back: pxcontrol backup move {PLAYOUT}", "bold")
+        ok, message = asyncio.run(_ask_move(osc_port))
+        self.say(("ok: " if ok else "refused: ") + message)
+        moved = self.show_until("backup.moved", client=PLAYOUT)
+        self.show_until("mapping.done", event_seq=moved["seq"], mapping="mappings[2]")
 
     def interactive(self) -> None:
         self.say(
@@ -158,9 +185,16 @@ class Demo:
     def stop(self) -> None:
         for agent in self.agents.values():
             agent.kill()
+        if self.router is not None:
+            self.router.kill()
         if self.director is not None:
             self.director.stop()
             self.show_new()
+
+
+async def _ask_move(osc_port: int) -> tuple[bool, str]:
+    async with DirectorLink("127.0.0.1", osc_port) as link:
+        return await link.command("/pxcontrol/backup/move", PLAYOUT)
 
 
 def _free(port: int, kind: int = socket.SOCK_DGRAM) -> bool:

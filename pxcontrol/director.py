@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from pxcontrol.app import App, LoadedShow, load_show
@@ -72,12 +73,16 @@ class Director:
         self.mappings.attach()
         await self.app.start()
         director = self.show.director
+        bind = str(director.bind)
         port = director.heartbeat_port if self._heartbeat_port is None else self._heartbeat_port
-        await self.live.start(str(director.bind), port, self.placement_for, self.backup.epoch)
+        async with _listening(bind, port, "heartbeat_port"):
+            await self.live.start(bind, port, self.placement_for, self.backup.epoch)
         osc_port = director.osc_port if self._osc_port is None else self._osc_port
-        await self.osc.start(str(director.bind), osc_port)
+        async with _listening(bind, osc_port, "osc_port"):
+            await self.osc.start(bind, osc_port)
         http_port = director.http_port if self._http_port is None else self._http_port
-        await self.web.start(str(director.bind), http_port)
+        async with _listening(bind, http_port, "http_port"):
+            await self.web.start(bind, http_port)
         moved = {p: b for p, b in self.backup.placement.items() if p != b}
         self.app.emit(
             "show.loaded",
@@ -189,6 +194,22 @@ class Director:
         self.store.append(event).add_done_callback(_log_failure)
 
 
+class CannotListen(Exception):
+    """A port the show names is taken: say which, and what to change."""
+
+
+@contextlib.asynccontextmanager
+async def _listening(bind: str, port: int, key: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise CannotListen(
+            f"cannot listen on {bind}:{port} (director.{key}): {exc.strerror or exc}. "
+            f"Another director may be running here: stop it, or give this show another "
+            f"director.{key} (or pxcontrol run --{key.replace('_', '-')} N)"
+        ) from None
+
+
 def _log_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("could not write the event log: %s", future.exception())
@@ -201,9 +222,13 @@ async def run_director(
     on_started: Callable[[Director], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
     watch: bool = True,
+    ports: dict[str, int | None] | None = None,
 ) -> Director:
-    """Run a show until `stop` is set, then stop modules and close sockets in order."""
-    director = Director(loaded, state_dir)
+    """Run a show until `stop` is set, then stop modules and close sockets in order.
+
+    `ports` may override the show's heartbeat_port, osc_port and http_port.
+    """
+    director = Director(loaded, state_dir, **(ports or {}))
     if on_event is not None:
         director.app.events.listen(on_event)
     try:

@@ -7,6 +7,7 @@ collects them so the caller can wait for conditions instead of sleeping.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -31,12 +32,14 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = ""
 class Process:
     """A pxcontrol subprocess whose JSON events (and other output) are collected as they come."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, module: str = "pxcontrol"
+    ) -> None:
         self.args = args
         self.events: list[dict[str, Any]] = []
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pxcontrol", *args],
+            [sys.executable, "-m", module, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -57,6 +60,16 @@ class Process:
                     continue
                 event["_seen"] = time.monotonic()
                 self.events.append(event)
+
+    def wait_line(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        """The first output line matching a regular expression."""
+        return wait_for(
+            lambda: next(
+                (m for line in list(self.output) if (m := re.search(pattern, line))), None
+            ),
+            timeout,
+            f"{pattern!r} from {self.args}; last output: {self.output[-8:]}",
+        )
 
     def of_kind(self, kind: str, after: int = 0, **fields: Any) -> list[dict[str, Any]]:
         """Events of `kind` with these fields, and a sequence number above `after`."""

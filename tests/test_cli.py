@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 
 import pytest
 
-from .conftest import pxcontrol, wait_for
+from .conftest import free_port, pxcontrol, wait_for
 
 COMMANDS = ["run", "check", "modules", "call", "version"]
 
@@ -65,8 +66,14 @@ def test_call_with_wrong_arguments_says_what_is_wrong(tmp_path):
 
 
 def run_director(*args: str, cwd=None) -> tuple[subprocess.Popen, list[str]]:
+    # Ports of our own: a director the user runs on this machine keeps the defaults.
+    ports = [
+        *("--heartbeat-port", str(free_port())),
+        *("--osc-port", str(free_port())),
+        *("--http-port", str(free_port(socket.SOCK_STREAM))),
+    ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pxcontrol", "run", *args],
+        [sys.executable, "-m", "pxcontrol", "run", *args, *ports],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -125,11 +132,16 @@ def test_the_scripted_demo_shows_a_failover_end_to_end():
         "killing Playout1's agent (SIGKILL)",
         "client.offline    client=Playout1 automatic=True",
         "backup.activated  client=Playout1 backup=Backup1",
-        "action Console.Send: ok",
+        "videohub.routed   module=Router output=1 input=3 output_label=LED Wall input_label=Backup1 Out 1",
+        "action Router.Salvo: ok",
         "Backup1's agent was told: it now plays {'Playout1': ['Output 1', 'Output 2', 'Cam 1']}",
         "its outputs stay on Backup1",
+        "ok: Playout1 is on Playout1",
+        "backup.moved      client=Playout1 from=Backup1 to=Playout1",
+        "input_label=Playout1 Out 1",
         "demo over: every process stopped",
     ]
+    assert "action Console.Send: ok" in text
     positions = [text.find(line) for line in order]
     assert -1 not in positions, text
     assert positions == sorted(positions), text
@@ -147,3 +159,23 @@ def test_call_reaches_the_built_in_show_module(tmp_path):
     result = pxcontrol("call", "--show", str(tmp_path), "Show.Wait", "0.01")
     assert result.returncode == 0, result.stderr
     assert "ok Show.Wait" in result.stdout
+
+
+def test_a_port_in_use_is_named_with_the_setting_to_change(tmp_path):
+    (tmp_path / "show.toml").write_text('[modules.House]\ntype = "log"\n')
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = pxcontrol(
+            "run",
+            str(tmp_path),
+            "--heartbeat-port",
+            "0",
+            "--osc-port",
+            str(port),
+            "--http-port",
+            "0",
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (director.osc_port)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -175,7 +175,7 @@ async def test_a_flood_from_one_sender_does_not_silence_the_others(director: Dir
     finally:
         stop.set()
         thread.join()
-    assert director.osc.counts["malformed"] > 1000
+    assert director.osc.counts["malformed"] > 100, "the flood reached the bridge"
 
 
 async def test_a_stranger_gets_no_action_and_no_answer(director: Director, console):
