@@ -222,16 +222,7 @@ class BackupManager:
                 source = self.plays_on(playout.name)
                 self._check_move(playout, to, source)
             except Refused as refused:
-                self._emit(
-                    "backup.failed",
-                    client=name,
-                    reason=refused.reason,
-                    message=refused.message,
-                    trigger=trigger,
-                    by=by,
-                    action="move",
-                )
-                return Decision(False, refused.message, self.epoch)
+                return self._refuse(name, refused, trigger, by, action="move")
             self.epoch += 1
             self.placement[playout.name] = to.name
             await self._save()
@@ -354,7 +345,9 @@ class BackupManager:
                     "names mismatch", f"{to.name} has none of {playout.name}'s output names"
                 )
 
-    def _refuse(self, name: str, refused: Refused, trigger: str, by: str = "") -> Decision:
+    def _refuse(
+        self, name: str, refused: Refused, trigger: str, by: str = "", action: str = "takeover"
+    ) -> Decision:
         self._emit(
             "backup.failed",
             client=name,
@@ -362,7 +355,7 @@ class BackupManager:
             message=refused.message,
             trigger=trigger,
             by=by,
-            action="takeover",
+            action=action,
         )
         if refused.reason == "backup busy":
             self._emit("alarm", client=name, alarm="backup busy", message=refused.message)

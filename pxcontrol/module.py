@@ -133,6 +133,16 @@ class Module:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def wait_connected(self, connected: asyncio.Event, timeout: float, where: str) -> None:
+        """Wait up to `timeout` for the connection; else fail saying where, and why not."""
+        try:
+            async with asyncio.timeout(timeout):
+                await connected.wait()
+        except TimeoutError:
+            raise ConnectionError(
+                f"not connected to {where} ({self.status}: {self.status_message or 'no answer'})"
+            ) from None
+
     async def maintain_connection(
         self, session: Callable[[], Awaitable[None]], backoff: Backoff = Backoff()
     ) -> None:

@@ -62,14 +62,8 @@ class Osc(Module):
         if self._udp is not None:
             self._udp.sendto(packet)
             return
-        try:
-            async with asyncio.timeout(self.settings.timeout):
-                await self._connected.wait()
-        except TimeoutError:
-            raise ConnectionError(
-                f"not connected to {self.settings.host}:{self.settings.port} over TCP"
-                f" ({self.status}: {self.status_message or 'no answer'})"
-            ) from None
+        where = f"{self.settings.host}:{self.settings.port} over TCP"
+        await self.wait_connected(self._connected, self.settings.timeout, where)
         assert self._writer is not None
         if self.settings.framing == "slip":
             self._writer.write(slip.encode(packet))

@@ -46,14 +46,8 @@ class Tcp(Module):
         payload = to_bytes(data, hex)
         wanted = to_bytes(expect, hex) if expect is not None else None
         async with self._lock:
-            try:
-                async with asyncio.timeout(self.settings.timeout):
-                    await self._connected.wait()
-            except TimeoutError:
-                raise ConnectionError(
-                    f"not connected to {self.settings.host}:{self.settings.port}"
-                    f" ({self.status}: {self.status_message or 'no answer'})"
-                ) from None
+            where = f"{self.settings.host}:{self.settings.port}"
+            await self.wait_connected(self._connected, self.settings.timeout, where)
             assert self._writer is not None
             self._received.clear()  # what came before this send does not answer it
             self._writer.write(payload)

@@ -498,14 +498,8 @@ class Videohub(Module):
         return await request.future
 
     async def _connected(self) -> None:
-        try:
-            async with asyncio.timeout(self.settings.connect_timeout):
-                await self._ready.wait()
-        except TimeoutError:
-            raise ConnectionError(
-                f"not connected to {self.settings.host}:{self.settings.port} "
-                f"({self.status}: {self.status_message or 'no answer'})"
-            ) from None
+        where = f"{self.settings.host}:{self.settings.port}"
+        await self.wait_connected(self._ready, self.settings.connect_timeout, where)
 
     def _abandon(self, reason: str) -> None:
         """Drop the connection; the session reports `reason` and maintain_connection reconnects."""
