@@ -59,6 +59,8 @@ class Agent:
         self.placement: Placement | None = None
         self.events = EventLog()
         self.performance: dict[str, Any] = {}
+        self.heard = False  # the director answered (it welcomes every agent run)
+        self.dropped = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._director_ips = _addresses_of(director[0])
         self._gpu = _Gpu.find()
@@ -74,6 +76,7 @@ class Agent:
         tasks = [
             loop.create_task(self._send_heartbeats(), name="heartbeats"),
             loop.create_task(self._measure(), name="performance"),
+            loop.create_task(self._watch_director(), name="director watch"),
         ]
         if on_ready is not None:
             on_ready(self)
@@ -129,6 +132,22 @@ class Agent:
                 delay = 0
             await asyncio.sleep(max(0.0, delay))
 
+    async def _watch_director(self, after: float = 5.0) -> None:
+        """The person at the client must know when the director does not hear this agent."""
+        await asyncio.sleep(after)
+        while not self.heard:
+            host, port = self.director
+            log.warning(
+                "no answer from the director at %s:%s after %g s. Is it running there, is that "
+                "its heartbeat port (director.heartbeat_port), is %r a client of its show, and "
+                "is --bind that client's ip? The director's log says why it drops heartbeats.",
+                host,
+                port,
+                after,
+                self.name,
+            )
+            await asyncio.sleep(60)
+
     async def _measure(self) -> None:
         psutil.cpu_percent(None)  # the first reading only starts the measurement
         while True:
@@ -167,8 +186,17 @@ class Agent:
         try:
             placement = decode(packet, PLACEMENT, Placement, self.secret)
         except WireError as error:
-            log.warning("dropped notice from %s: %s", source[0], error)
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4 …: never a flood
+                log.warning(
+                    "dropped a packet from %s (%d so far): %s. Is --director the director's "
+                    "heartbeat port (director.heartbeat_port, 7401), and --secret-file its secret?",
+                    source[0],
+                    self.dropped,
+                    error,
+                )
             return
+        self.heard = True
         if abs(placement.interval - self.interval) > 1e-9:
             log.info("heartbeat interval set by the show: %g s", placement.interval)
             self.interval = placement.interval

@@ -27,7 +27,7 @@ from pxcontrol.plugins import (
     load_dropins,
     make_plugin_manager,
 )
-from pxcontrol.problems import Problem, Severity, ShowInvalid
+from pxcontrol.problems import Problem, Severity, ShowInvalid, did_you_mean
 from pxcontrol.rules import check_show
 from pxcontrol.show import ACTION_REF, ShowFile
 from pxcontrol.tasks import cancel_and_wait
@@ -332,11 +332,19 @@ class App:
         module = self.modules.get(module_name)
         if module is None:
             known = ", ".join(self.modules) or "none"
-            raise LookupError(f"{ref}: no module {module_name!r} is running (modules: {known})")
+            hint = did_you_mean(module_name, self.modules)
+            raise LookupError(
+                f"{ref}: no module {module_name!r} is running (modules: {known})"
+                + (f"; {hint}" if hint else "")
+            )
         spec = module.actions.get(action_name)
         if spec is None:
             known = ", ".join(module.actions) or "none"
-            raise LookupError(f"{ref}: {module_name} has no action {action_name!r} ({known})")
+            hint = did_you_mean(action_name, module.actions)
+            raise LookupError(
+                f"{ref}: {module_name} has no action {action_name!r} ({known})"
+                + (f"; {hint}" if hint else "")
+            )
         return module, spec
 
     def _finish(

@@ -243,7 +243,8 @@ class BackupManager:
             await self._tell_agents(event)
             self._emit("backup.moved", event)
             await self._flush()
-            return Decision(True, f"{playout.name} is on {to.name}", self.epoch)
+            where = "back on" if to.name == playout.name else "on"
+            return Decision(True, f"{playout.name}'s outputs are {where} {to.name}", self.epoch)
 
     async def set_auto(self, name: str, on: bool, trigger: str, by: str = "") -> Decision:
         async with self.lock:

@@ -26,6 +26,7 @@ from pxcontrol.events import Event
 from pxcontrol.loader import DEMO_SHOW, resolve_show_path
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid
+from pxcontrol.state import StateInUse
 
 cli = typer.Typer(
     help="Show control for media-server rigs: client backup, takeover, device actions, OSC.",
@@ -98,6 +99,8 @@ def run(
 ) -> None:
     """Run the director on a show until Ctrl-C."""
     path = resolve_show_path(show)
+    if show is None and path == DEMO_SHOW:
+        _warning(f"no show.toml in {Path.cwd()}: running the built-in demo show")
     loaded = _load_or_exit(path)
     _print_problems(loaded.warnings)
 
@@ -119,7 +122,7 @@ def run(
 
     try:
         asyncio.run(main())
-    except CannotListen as exc:
+    except (CannotListen, StateInUse) as exc:
         _error(str(exc))
         raise typer.Exit(1) from None
 
@@ -297,6 +300,9 @@ def _ask(director: str, passcode: str | None, work) -> Any:
         return asyncio.run(main())
     except NoAnswer as exc:
         _error(str(exc))
+        raise typer.Exit(2) from None
+    except OSError as exc:  # an address that does not resolve, no route
+        _error(f"cannot reach the director at {director}: {exc.strerror or exc}")
         raise typer.Exit(2) from None
 
 

@@ -104,7 +104,11 @@ class Demo:
     def scripted(self) -> None:
         """Kill the playout agent, show the takeover, bring it back, show the outputs stay."""
         assert self.director is not None
-        self.say(f"killing {PLAYOUT}'s agent (SIGKILL): its heartbeats stop now", "bold")
+        self.say(
+            f"killing {PLAYOUT}'s agent (SIGKILL): its heartbeats stop now; "
+            "times below count from the kill",
+            "bold",
+        )
         self.started = time.monotonic()
         self.agents[PLAYOUT].signal(signal.SIGKILL)
         activated = self.show_until("backup.activated", client=PLAYOUT)
@@ -122,19 +126,28 @@ class Demo:
             "back: fail over fast, return by hand"
         )
         osc_port = self.director.of_kind("show.loaded")[0]["osc_port"]
-        self.say(f"the operator moves them back: pxcontrol backup move {PLAYOUT}", "bold")
+        self.say(
+            f"the operator moves them back: pxcontrol backup move {PLAYOUT} "
+            f"--director 127.0.0.1:{osc_port}",
+            "bold",
+        )
         ok, message = asyncio.run(_ask_move(osc_port))
         self.say(("ok: " if ok else "refused: ") + message)
         moved = self.show_until("backup.moved", client=PLAYOUT)
         self.show_until("mapping.done", event_seq=moved["seq"], mapping="mappings[2]")
 
     def interactive(self) -> None:
+        assert self.director is not None
+        at = f"127.0.0.1:{self.director.of_kind('show.loaded')[0]['osc_port']}"
         self.say(
-            f"try it: kill -9 {self.agents[PLAYOUT].proc.pid}   (the playout agent); "
-            "watch the takeover here; Ctrl-C ends the demo",
+            f"try it: kill -9 {self.agents[PLAYOUT].proc.pid}   (the playout agent) and watch "
+            "the takeover here or on the page; Ctrl-C ends the demo",
             "bold",
         )
-        assert self.director is not None
+        self.say(
+            f"or drive it as an operator: pxcontrol status --director {at}   ·   "
+            f"pxcontrol backup switch|move {PLAYOUT} --director {at}"
+        )
         while self.director.proc.poll() is None:
             self.show_new()
             time.sleep(0.05)
@@ -206,7 +219,12 @@ def _free(port: int, kind: int = socket.SOCK_DGRAM) -> bool:
         return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the demo like Ctrl-C: every process stopped
+
+
 def run_demo(console: Console, scripted: bool) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="pxcontrol-demo-") as folder:
         demo = Demo(console, Path(folder))
         try:

@@ -46,7 +46,9 @@ class Director:
         self.store = StateStore((state_dir or default_state_dir(loaded.path)) / "state.sqlite")
         show = loaded.show
         secret = show.director.secret.encode() if show.director.secret else None
-        self.live = LiveSystems(show, self.app.emit, self._client_offline, secret, clock)
+        self.live = LiveSystems(
+            show, self.app.emit, self._client_offline, secret, clock, self._would_take_over
+        )
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show))
         self._heartbeat_port = heartbeat_port
@@ -109,8 +111,13 @@ class Director:
             try:
                 loaded = await asyncio.to_thread(load_show, self.loaded.path, self.dropins)
             except ShowInvalid as exc:
-                errors = [p for p in exc.problems if p.severity is Severity.ERROR]
-                self._refusal = "\n".join(str(p) for p in errors)
+                # The errors, and the drop-in files that did not load (often their cause).
+                shown = [
+                    p
+                    for p in exc.problems
+                    if p.severity is Severity.ERROR or (p.file and p.file.suffix == ".py")
+                ]
+                self._refusal = "\n".join(str(p) for p in shown)
                 return False
             assert self.backup is not None
             refusal = self.backup.why_not_reload(loaded.show)
@@ -184,6 +191,18 @@ class Director:
             interval=self.show.detection.heartbeat_interval,
             placement={p: b for p, b in self.backup.placement.items() if p != b},
             plays=self.backup.plays(agent),
+        )
+
+    def _would_take_over(self, name: str) -> bool:
+        """Would a backup take this client over automatically if it went offline now?"""
+        backup = self.backup
+        client = self.show.client(name)
+        return bool(
+            backup is not None
+            and client is not None
+            and backup.backups_for(client)
+            and backup.auto_enabled(name)
+            and backup.plays_on(name) == name
         )
 
     async def _client_offline(self, name: str, eligible: bool, why_not: str) -> None:

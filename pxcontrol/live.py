@@ -64,6 +64,7 @@ class LiveSystems:
         on_offline: Callable[[str, bool, str], Awaitable[None]],
         secret: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        auto_for: Callable[[str], bool] = lambda name: False,
     ) -> None:
         d = show.detection
         self.timing = Timing(
@@ -77,6 +78,7 @@ class LiveSystems:
         self._on_offline = on_offline
         self._secret = secret
         self._clock = clock
+        self._auto_for = auto_for
         self._transport: asyncio.DatagramTransport | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._decisions: asyncio.Queue[tuple[str, bool, str]] = asyncio.Queue()
@@ -147,6 +149,7 @@ class LiveSystems:
     def datagram(self, packet: bytes, source: tuple[str, int]) -> None:
         try:
             beat = decode(packet, HEARTBEAT, Heartbeat, self._secret)
+            new_run = beat.name in self.clients and self.clients[beat.name].boot != beat.boot
             client = self._accept(beat, source)
         except WireError as error:
             self._drop(error.reason, f"{source[0]}:{source[1]}: {error}")
@@ -160,8 +163,14 @@ class LiveSystems:
         client.extra = beat.extra
         client.heard_at = time.time()
         self._apply(self.detector.heard(beat.name, now))
-        if beat.epoch < self._epoch or abs(beat.interval - self.timing.heartbeat_interval) > 1e-9:
-            self._send_placement(client)  # heartbeats are the acks: repeat until it has it
+        if (
+            new_run
+            or beat.epoch < self._epoch
+            or abs(beat.interval - self.timing.heartbeat_interval) > 1e-9
+        ):
+            # A new agent run is welcomed with the placement (it knows then it is heard);
+            # heartbeats are the acks: repeat until it has the newest epoch.
+            self._send_placement(client)
 
     def _accept(self, beat: Heartbeat, source: tuple[str, int]) -> ClientLive:
         client = self.clients.get(beat.name)
@@ -205,12 +214,14 @@ class LiveSystems:
             if change.kind == "online":
                 self._emit("client.online", client=change.client, ip=client.ip)
             elif change.kind == "offline":
+                # `automatic`: a backup will take over now; `why_not` when the show wanted one.
+                wanted = self._auto_for(change.client)
                 self._emit(
                     "client.offline",
                     client=change.client,
                     ip=client.ip,
-                    automatic=change.eligible,
-                    why_not=change.why_not,
+                    automatic=wanted and change.eligible,
+                    why_not=change.why_not if wanted else "",
                 )
                 self._decisions.put_nowait((change.client, change.eligible, change.why_not))
             elif change.kind in ("late", "on_time"):

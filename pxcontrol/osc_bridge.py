@@ -188,13 +188,21 @@ class OscBridge:
         self._send_to(peer, build(f"{PREFIX}/reply{address}", *args))
 
     def _send_to(self, peer: Peer, packet: bytes) -> None:
-        """To the sender, or, over UDP, to the port its host subscribed with (where it listens)."""
+        """To the sender; over UDP also a copy to the port its host subscribed with.
+
+        A console that sends from a throwaway port (liblo's oscsend) listens on the port
+        it subscribed with; every other sender on that host still gets its own answer.
+        """
+        peer.send(packet)
         if peer.protocol == "udp":
             for sub in self.subscriptions.values():
-                if sub.via_port and sub.peer.host == peer.host and self._live(sub):
+                if (
+                    sub.via_port
+                    and sub.peer.host == peer.host
+                    and sub.peer.port != peer.port
+                    and self._live(sub)
+                ):
                     sub.peer.send(packet)
-                    return
-        peer.send(packet)
 
     def _later(self, peer: Peer, address: str, work: Awaitable[tuple[bool, str]]) -> None:
         async def run() -> None:

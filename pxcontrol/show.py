@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -71,6 +72,12 @@ class DetectionSettings(Strict):
         return self
 
 
+def _action_ref(value: str) -> str:
+    if not ACTION_REF.match(value):
+        raise ValueError("write an action as ModuleName.ActionName, e.g. Log.Entry")
+    return value
+
+
 def _action_call_from_text(value: Any) -> Any:
     return {"action": value} if isinstance(value, str) else value
 
@@ -78,7 +85,7 @@ def _action_call_from_text(value: Any) -> Any:
 class ActionCall(Strict):
     """One action to run: `"Module.Action"` or `{ action = "...", args = {...}, timeout = 2 }`."""
 
-    action: Annotated[str, Field(pattern=ACTION_REF.pattern)]
+    action: Annotated[str, AfterValidator(_action_ref)]
     args: dict[str, Any] = {}
     timeout: Seconds | None = None
 

@@ -8,12 +8,14 @@ committed (synchronous=FULL) before it is reported done.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pxcontrol.events import Event
 
@@ -41,11 +43,35 @@ class SavedState:
     events: list[Event] = field(default_factory=list)
 
 
+class StateInUse(Exception):
+    """Another director holds this show's state: two deciders would undo each other."""
+
+
+def _hold_lock(path: Path) -> IO[str]:
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise StateInUse(
+            f"another director ({holder}) is running this show: its state in {path.parent} is "
+            "in use. Stop it first, or give this one another --state folder"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
 class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pxcontrol-state")
         self._db: sqlite3.Connection | None = None
+        self._lock_file: IO[str] | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -55,6 +81,7 @@ class StateStore:
 
     def _open(self, recent_events: int) -> SavedState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _hold_lock(self.path.with_suffix(".lock"))
         db = sqlite3.connect(self.path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -113,3 +140,6 @@ class StateStore:
             await self._run(self._db.close)
             self._db = None
         self._executor.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None

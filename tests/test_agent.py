@@ -74,3 +74,17 @@ async def test_bad_plugin_figures_never_stop_or_bloat_the_heartbeat(plugin):
     assert last.extra in ({"fps": 59.94}, {})
     if plugin is Broken:
         assert last.extra == {"fps": 59.94}, "the good plugin's figures still travel"
+
+
+async def test_an_agent_the_director_never_answers_says_so(caplog):
+    pm, _ = make_plugin_manager()
+    agent = Agent("Playout1", ("127.0.0.1", 9), pm)  # nothing listens there
+    await asyncio.wait_for(_first_warning(agent, caplog), 5)
+    (record,) = [r for r in caplog.records if "no answer from the director" in r.message]
+    assert "127.0.0.1:9" in record.message and "'Playout1' a client of its show" in record.message
+
+
+async def _first_warning(agent: Agent, caplog) -> None:
+    task = asyncio.get_running_loop().create_task(agent._watch_director(after=0.05))
+    await async_wait_for(lambda: "no answer from the director" in caplog.text)
+    task.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -93,7 +94,8 @@ def run_director(*args: str, cwd=None) -> tuple[subprocess.Popen, list[str]]:
 def test_run_starts_the_demo_show_and_ctrl_c_stops_it_cleanly(tmp_path):
     proc, lines = run_director(cwd=tmp_path)  # no show.toml here: the built-in demo
     try:
-        wait_for(lambda: any("running" in line for line in lines), what=f"start: {lines}")
+        wait_for(lambda: any("pxcontrol running" in x for x in lines), what=f"start: {lines}")
+        assert any("no show.toml in" in x and "running the built-in demo show" in x for x in lines)
         assert any("demo/show.toml" in line for line in lines)
         assert any(line.startswith("show.loaded") for line in lines)
         proc.send_signal(signal.SIGINT)
@@ -107,7 +109,7 @@ def test_run_uses_show_toml_in_the_current_folder(tmp_path):
     (tmp_path / "show.toml").write_text('[modules.House]\ntype = "log"\n')
     proc, lines = run_director(cwd=tmp_path)
     try:
-        wait_for(lambda: any("running" in line for line in lines), what=f"start: {lines}")
+        wait_for(lambda: any("pxcontrol running" in x for x in lines), what=f"start: {lines}")
         assert any(str(tmp_path / "show.toml") in line for line in lines)
         proc.terminate()
         assert proc.wait(10) == 0
@@ -136,7 +138,7 @@ def test_the_scripted_demo_shows_a_failover_end_to_end():
         "action Router.Salvo: ok",
         "Backup1's agent was told: it now plays {'Playout1': ['Output 1', 'Output 2', 'Cam 1']}",
         "its outputs stay on Backup1",
-        "ok: Playout1 is on Playout1",
+        "ok: Playout1's outputs are back on Playout1",
         "backup.moved      client=Playout1 from=Backup1 to=Playout1",
         "input_label=Playout1 Out 1",
         "demo over: every process stopped",
@@ -179,3 +181,27 @@ def test_a_port_in_use_is_named_with_the_setting_to_change(tmp_path):
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (director.osc_port)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_demo_stopped_with_sigterm_leaves_no_process_behind():
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "pxcontrol", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(x) for x in demo.stdout], daemon=True).start()
+    try:
+        wait_for(lambda: any("try it: kill -9" in x for x in lines), 60, f"the demo: {lines}")
+        children = subprocess.run(
+            ["pgrep", "-P", str(demo.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 4, "router, director, two agents"
+        demo.terminate()
+        assert demo.wait(20) == 0
+        wait_for(lambda: any("demo over: every process stopped" in x for x in lines))
+        for pid in children:
+            wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, f"{pid} to end")
+    finally:
+        demo.kill()

@@ -263,3 +263,9 @@ def test_backup_offline_when_the_playout_fails_is_refused(pair: Rig):
     assert failed["reason"] == "backup offline"
     assert failed["message"] == "backup Backup1 is offline: nothing can move"
     assert director.of_kind("backup.activated") == []
+
+
+def test_offline_says_automatic_only_when_a_backup_takes_over(pair: Rig):
+    pair.agents["Backup1"].signal(signal.SIGKILL)  # a backup has no backup of its own
+    offline = pair.director.wait_event("client.offline", client="Backup1")
+    assert offline["automatic"] is False and offline["why_not"] == ""

@@ -97,7 +97,9 @@ def test_a_console_switches_moves_and_runs_actions_over_udp(rig: Rig, console: O
     assert activated["reason"] == "osc" and activated["by"].startswith("osc udp 127.0.0.1:")
 
     oscsend(rig, "/pxcontrol/backup/move", "s", "Playout1")
-    console.wait_line('/pxcontrol/reply/pxcontrol/backup/move ss "ok" "Playout1 is on Playout1"')
+    console.wait_line(
+        '/pxcontrol/reply/pxcontrol/backup/move ss "ok" "Playout1\'s outputs are back on Playout1"'
+    )
     console.wait_line('/pxcontrol/backup/Playout1/active is 0 "Playout1"')
 
     oscsend(rig, "/pxcontrol/action", "ss", "Log.Entry", "message=go from the console")
@@ -195,7 +197,7 @@ def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig):
     again = pxcontrol("backup", "switch", "Playout1", "--director", at)
     assert again.returncode == 1 and "Playout1 already plays on Backup1" in again.stderr
     moved = pxcontrol("backup", "move", "Playout1", "--director", at)
-    assert moved.returncode == 0 and "ok Playout1 is on Playout1" in moved.stdout
+    assert moved.returncode == 0 and "ok Playout1's outputs are back on Playout1" in moved.stdout
     auto = pxcontrol("backup", "auto", "Playout1", "on", "--director", at)
     assert auto.returncode == 0 and "automatic backup for Playout1 is on" in auto.stdout
     nobody = pxcontrol("status", "--director", f"127.0.0.1:{free_port()}")

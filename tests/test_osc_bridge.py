@@ -327,3 +327,15 @@ def _make_fuzz_bridge():
 
 
 _FUZZ_BRIDGE = _make_fuzz_bridge()
+
+
+async def test_a_console_that_subscribed_with_a_port_does_not_take_others_answers(
+    director: Director, console
+):
+    listening, sender, cli = console(), console(), console()
+    sender.command("/pxcontrol/subscribe", listening.port)
+    await listening.wait("/pxcontrol/reply/pxcontrol/subscribe")
+    cli.command("/pxcontrol/ping")
+    await cli.wait("/pxcontrol/pong")  # the command line on the same host hears its answer
+    sender.command("/pxcontrol/ping")
+    await listening.wait("/pxcontrol/pong")  # the console hears at the port it named
