@@ -159,15 +159,16 @@ class Director:
             parts.append(f"clients added: {', '.join(added)}")
         if removed:
             parts.append(f"clients removed: {', '.join(removed)}")
+        live = {"action_timeout", "allow", "passcode"}  # read afresh for every call or packet
         later = [
-            key
+            f"director.{key}"
             for key in type(new.director).model_fields
-            if key != "action_timeout" and getattr(new.director, key) != getattr(old.director, key)
+            if key not in live and getattr(new.director, key) != getattr(old.director, key)
         ]
+        if new.osc.feedback != old.osc.feedback:
+            later.append("osc.feedback")
         if later:
-            parts.append(
-                "restart the director to apply: " + ", ".join(f"director.{k}" for k in later)
-            )
+            parts.append("restart the director to apply: " + ", ".join(later))
         return "; ".join(parts)
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
 
 from pxcontrol.actions import TooManyArguments, arguments_from_list
@@ -41,18 +41,29 @@ _NOT_IN_ADDRESS = re.compile(r"[\s#*,/?\[\]{}]")
 
 
 def build(address: str, *args: Any) -> bytes:
-    """An OSC message of plain types only (int, float, string): every console reads them."""
-    builder = OscMessageBuilder(address)
+    """An OSC message of plain types only (int, float, string): every console reads them.
+
+    Encoded here rather than with python-osc's builder, which parses every message it
+    builds again: replies are on the hot path.
+    """
+    tags = [","]
+    data = []
     for arg in args:
-        if isinstance(arg, bool):
-            builder.add_arg(int(arg), OscMessageBuilder.ARG_TYPE_INT)
-        elif isinstance(arg, int):
-            builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_INT)
+        if isinstance(arg, bool | int) and not isinstance(arg, float):
+            tags.append("i")
+            data.append(struct.pack(">i", int(arg)))
         elif isinstance(arg, float):
-            builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_FLOAT)
+            tags.append("f")
+            data.append(struct.pack(">f", arg))
         else:
-            builder.add_arg("" if arg is None else str(arg), OscMessageBuilder.ARG_TYPE_STRING)
-    return builder.build().dgram
+            tags.append("s")
+            data.append(_osc_string("" if arg is None else str(arg)))
+    return _osc_string(address) + _osc_string("".join(tags)) + b"".join(data)
+
+
+def _osc_string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return raw + b"\0" * (4 - len(raw) % 4)
 
 
 def address_part(name: str) -> str:
@@ -79,6 +90,7 @@ class OscBridge:
         self.counts: Counter[str] = Counter()
         self.subscriptions: dict[tuple[str, str, int], Subscription] = {}
         self.unlocked: set[str] = set()
+        self._allowed_hosts: dict[tuple[str, int], bool] = {}
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
         self._feedback: list[Peer] = []
@@ -162,11 +174,18 @@ class OscBridge:
             self._reply(peer, address, error=f"internal error: {exc}")
 
     def _allowed(self, peer: Peer) -> bool:
-        try:
-            ip = ipaddress.ip_address(peer.host)
-        except ValueError:
-            ip = None
-        if ip is not None and any(ip in net for net in self.director.show.director.allow):
+        allow = self.director.show.director.allow
+        known = self._allowed_hosts.get((peer.host, id(allow)))
+        if known is None:  # parsed once per host (and per version of the show's list)
+            try:
+                ip = ipaddress.ip_address(peer.host)
+            except ValueError:
+                ip = None
+            known = ip is not None and any(ip in net for net in allow)
+            if len(self._allowed_hosts) > 4096:
+                self._allowed_hosts.clear()
+            self._allowed_hosts[(peer.host, id(allow))] = known
+        if known:
             return True
         self.counts["denied"] += 1
         count = self.counts["denied"]

@@ -1,10 +1,10 @@
 """OSC over UDP and TCP on one port number, both TCP framings, for consoles of every make.
 
-TCP framing is detected per connection from its first byte: OSC 1.1 SLIP (Eos,
-osc.js, TouchOSC) starts with the SLIP END byte 0xC0 (or, from senders that
-leave out the leading END, straight with the packet: '/' or '#'); OSC 1.0
-length-prefix framing (liblo, QLab) starts with the high byte of a 32-bit
-length, which is 0 for any sane packet. Replies go back in the framing the
+TCP framing is detected per connection from its first byte: OSC 1.1 SLIP (osc.js,
+TouchOSC, QLab; Eos when set to it) starts with the SLIP END byte 0xC0 (or, from
+senders that leave out the leading END, straight with the packet: '/' or '#');
+OSC 1.0 length-prefix framing (liblo; Eos's default) starts with the high byte of
+a 32-bit length, which is 0 for any sane packet. Replies go back in the framing the
 connection used.
 """
 

@@ -148,7 +148,8 @@ class FeedbackTarget(Strict):
     port: Annotated[StrictInt, Field(ge=1, le=65535)]
     protocol: Literal["udp", "tcp"] = "udp"
     framing: Literal["slip", "length"] = Field(
-        "slip", description="TCP only: slip (OSC 1.1: Eos, osc.js) or length (OSC 1.0: liblo, QLab)"
+        "slip",
+        description="TCP only: slip (OSC 1.1: osc.js, QLab) or length (OSC 1.0: liblo, Eos by default)",
     )
 
 

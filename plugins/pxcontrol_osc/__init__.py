@@ -22,7 +22,8 @@ class Osc(Module):
         port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="receiver's port")
         protocol: Literal["udp", "tcp"] = "udp"
         framing: Literal["slip", "length"] = Field(
-            "slip", description="TCP only: slip (OSC 1.1: Eos, osc.js) or length (OSC 1.0: liblo)"
+            "slip",
+            description="TCP only: slip (OSC 1.1: osc.js, QLab) or length (OSC 1.0: liblo, Eos's default)",
         )
         timeout: Annotated[float, Field(gt=0)] = Field(2.0, description="seconds to connect")
 
