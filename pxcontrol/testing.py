@@ -68,6 +68,14 @@ class Rig:
         self.agents[name] = agent
         return agent
 
+    def start_clients(self, **ips: str) -> None:
+        """Start an agent per client (`Playout1="127.0.0.11"`) and wait until each is online."""
+        assert self.director is not None, "start_director() first"
+        for name, ip in ips.items():
+            self.start_agent(name, ip)
+        for name in ips:
+            self.director.wait_event("client.online", client=name)
+
     def close(self) -> None:
         for agent in self.agents.values():
             agent.kill()

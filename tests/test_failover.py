@@ -78,10 +78,7 @@ def router() -> Iterator[OscDump]:
 def pair(tmp_path, router) -> Iterator[Rig]:
     rig = Rig(tmp_path, PAIR.replace("{osc_port}", str(router.port)))
     rig.start_director()
-    rig.start_agent("Playout1", "127.0.0.11")
-    rig.start_agent("Backup1", "127.0.0.21")
-    rig.director.wait_event("client.online", client="Playout1")
-    rig.director.wait_event("client.online", client="Backup1")
+    rig.start_clients(Playout1="127.0.0.11", Backup1="127.0.0.21")
     yield rig
     rig.close()
 
@@ -195,16 +192,10 @@ auto_backup = true
 @pytest.fixture
 def four(tmp_path) -> Iterator[Rig]:
     rig = Rig(tmp_path, FOUR)
-    director = rig.start_director()
-    for name, ip in [
-        ("Playout1", "127.0.0.11"),
-        ("Playout2", "127.0.0.12"),
-        ("Playout3", "127.0.0.13"),
-        ("Backup1", "127.0.0.21"),
-    ]:
-        rig.start_agent(name, ip)
-    for name in rig.agents:
-        director.wait_event("client.online", client=name)
+    rig.start_director()
+    rig.start_clients(
+        Playout1="127.0.0.11", Playout2="127.0.0.12", Playout3="127.0.0.13", Backup1="127.0.0.21"
+    )
     yield rig
     rig.close()
 

@@ -71,10 +71,7 @@ def tcp_console() -> Iterator[OscDump]:
 def rig(tmp_path, tcp_console) -> Iterator[Rig]:
     rig = Rig(tmp_path, SHOW.replace("{feedback_port}", str(tcp_console.port)))
     rig.start_director()
-    rig.start_agent("Playout1", "127.0.0.11")
-    rig.start_agent("Backup1", "127.0.0.21")
-    rig.director.wait_event("client.online", client="Playout1")
-    rig.director.wait_event("client.online", client="Backup1")
+    rig.start_clients(Playout1="127.0.0.11", Backup1="127.0.0.21")
     yield rig
     rig.close()
 

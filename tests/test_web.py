@@ -69,10 +69,7 @@ def start(rig: Rig, *agents: str) -> Rig:
     director = rig.start_director()
     assert director.of_kind("show.loaded")[0]["web_port"] == rig.http_port
     ips = {"Playout1": "127.0.0.11", "Backup1": "127.0.0.21"}
-    for name in agents:
-        rig.start_agent(name, ips[name])
-    for name in agents:
-        director.wait_event("client.online", client=name)
+    rig.start_clients(**{name: ips[name] for name in agents})
     return rig
 
 
