@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -55,11 +56,18 @@ def main() -> None:
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=True)],
-    )
+    level = logging.DEBUG if verbose else logging.INFO
+    if err.is_terminal:
+        handler: logging.Handler = RichHandler(
+            console=err, show_path=False, rich_tracebacks=True, log_time_format="[%H:%M:%S]"
+        )
+        logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
+    else:  # a file, a pipe, systemd: one unwrapped line per record, sortable time
+        logging.basicConfig(
+            level=level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
 
 
 @cli.command()
@@ -454,7 +462,10 @@ def _print_json_event(event: Event) -> None:
 def _print_event(event: Event) -> None:
     fields = " ".join(f"{k}={v}" for k, v in event.fields.items())
     style = "red" if event.kind in ("action.failed", "backup.failed", "alarm") else "cyan"
-    out.print(Text.assemble((f"{event.kind:<18}", style), fields))
+    at = (
+        time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
+    )
+    out.print(Text.assemble((f"{at} ", "dim"), (f"{event.kind:<18}", style), fields))
 
 
 if __name__ == "__main__":

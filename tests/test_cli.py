@@ -97,7 +97,7 @@ def test_run_starts_the_demo_show_and_ctrl_c_stops_it_cleanly(tmp_path):
         wait_for(lambda: any("pxcontrol running" in x for x in lines), what=f"start: {lines}")
         assert any("no show.toml in" in x and "running the built-in demo show" in x for x in lines)
         assert any("demo/show.toml" in line for line in lines)
-        assert any(line.startswith("show.loaded") for line in lines)
+        assert any(re.match(r"\d\d:\d\d:\d\d\.\d{3} show\.loaded ", line) for line in lines)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
         wait_for(lambda: any("stopped: modules stopped, sockets closed" in x for x in lines))
