@@ -276,7 +276,8 @@ class OscBridge:
         if target is not None and not isinstance(target, str):
             raise CommandError("the target must be a client name (a string)")
         if target is not None and self.director.show.client(target) is None:
-            raise CommandError(f"no client is called {target!r}")
+            known = ", ".join(c.name for c in self.director.show.clients) or "none"
+            raise CommandError(f"no client is called {target!r} (clients: {known})")
         backup = self._backup()
         self._later(
             peer, message.address, _decided(backup.move_to(name, target, "osc", by=peer.name))

@@ -56,7 +56,8 @@ def _hold_lock(path: Path) -> IO[str]:
         holder = lock.read().strip() or "another process"
         lock.close()
         raise StateInUse(
-            f"another director ({holder}) is running this show: its state in {path.parent} is "
+            f"another director ({holder}) is running this show: its state in "
+            f"{path.parent.resolve()} is "
             "in use. Stop it first, or give this one another --state folder"
         ) from None
     lock.seek(0)

@@ -566,6 +566,7 @@ auto_backup = true
 type = "videohub"
 host = "127.0.0.1"
 port = {router_port}
+confirm_timeout = 5  # generous: CI's two cores may be busy with other processes
 
 [[mappings]]
 on = "backup.activated"
