@@ -194,7 +194,7 @@ def demo(
         bool, typer.Option(help="kill the playout agent and show the failover, then stop")
     ] = False,
 ) -> None:
-    """Run the demo show on this machine: a director and two agents, as real processes."""
+    """Run the demo show on this machine: director, two agents, router emulator, as real processes."""
     from pxcontrol.demo import run_demo
 
     run_demo(out, scripted)
