@@ -290,6 +290,25 @@ class App:
         timeout: float | None = None,
         source: str = "api",
     ) -> ActionRecord:
+        """Run `Module.Action`; never raises, the record says how it went."""
+        return await self.begin_action(ref, args, timeout=timeout, source=source)
+
+    def begin_action(
+        self,
+        ref: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        source: str = "api",
+    ) -> asyncio.Future[ActionRecord]:
+        """Start an action from any code, synchronous included; the future gets its record.
+
+        The action runs in a task of its own under its time limit; the record is
+        made by callbacks, so a caller that only wants the answer (the OSC bridge)
+        needs no task of its own.
+        """
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[ActionRecord] = loop.create_future()
         record = ActionRecord(action=ref, args=dict(args or {}), source=source, started=time.time())
         began = time.perf_counter()
         try:
@@ -306,30 +325,40 @@ class App:
                 if isinstance(exc, ValidationError)
                 else str(exc.args[0] if exc.args else exc)
             )
-            return self._finish(record, began, error=message)
+            outcome.set_result(self._finish(record, began, error=message))
+            return outcome
         limit = timeout or spec.timeout or self.show.director.action_timeout
-        method = getattr(module, spec.method)
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(method(**kwargs), name=ref)
-        # Not wait_for: an action that swallows its cancellation must not hold the caller.
-        # (asyncio.wait does the same with more objects; this is the hot path of actions.)
-        waiter = loop.create_future()
-        task.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
-        timer = loop.call_later(limit, lambda: waiter.done() or waiter.set_result(None))
-        try:
-            await waiter
-        finally:
+        task = loop.create_task(getattr(module, spec.method)(**kwargs), name=ref)
+
+        def finished(task: asyncio.Task[Any]) -> None:
             timer.cancel()
-        if not task.done():
+            if outcome.done():
+                return  # timed out, or the caller gave up waiting
+            if task.cancelled():
+                outcome.set_result(self._finish(record, began, error=f"{ref} was cancelled"))
+            elif task.exception() is not None:
+                outcome.set_result(self._failed(record, began, task.exception()))
+            else:
+                outcome.set_result(self._finish(record, began, result=task.result()))
+
+        def expired() -> None:
+            if outcome.done():
+                return
+            # Not waited for: an action that swallows its cancellation must not hold anyone.
             task.cancel()
             self._keep(task)
-            return self._finish(record, began, error=f"{ref} timed out after {limit:g} s")
-        if task.exception() is not None:
-            exc = task.exception()
-            log.debug("action %s raised", ref, exc_info=exc)
-            text = str(exc) or type(exc).__name__
-            return self._finish(record, began, error=f"{ref} failed: {text}")
-        return self._finish(record, began, result=task.result())
+            outcome.set_result(
+                self._finish(record, began, error=f"{ref} timed out after {limit:g} s")
+            )
+
+        timer = loop.call_later(limit, expired)
+        task.add_done_callback(finished)
+        return outcome
+
+    def _failed(self, record: ActionRecord, began: float, exc: BaseException) -> ActionRecord:
+        log.debug("action %s raised", record.action, exc_info=exc)
+        text = str(exc) or type(exc).__name__
+        return self._finish(record, began, error=f"{record.action} failed: {text}")
 
     def resolve(self, ref: str) -> tuple[Module, ActionSpec]:
         """The running module and action for `Module.Action`; LookupError says what is wrong."""

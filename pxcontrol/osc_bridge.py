@@ -301,13 +301,18 @@ class OscBridge:
         except (LookupError, TooManyArguments) as exc:
             raise CommandError(str(exc.args[0] if exc.args else exc)) from None
 
-        async def run() -> tuple[bool, str]:
-            record = await self.director.app.run_action(ref, args, source=peer.name)
-            if not record.ok:
-                return False, record.error
-            return True, "" if record.result is None else str(record.result)
+        outcome = self.director.app.begin_action(ref, args, source=peer.name)
+        # Answered from the action's own callback: no task of ours per action.
+        outcome.add_done_callback(lambda done: self._answer_action(peer, message.address, done))
 
-        self._later(peer, message.address, run())
+    def _answer_action(self, peer: Peer, address: str, done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            return  # the director is stopping
+        record = done.result()
+        if record.ok:
+            self._reply(peer, address, ok="" if record.result is None else str(record.result))
+        else:
+            self._reply(peer, address, error=record.error)
 
     def _client_name(self, message: OscMessage) -> str:
         if not message.params or not isinstance(message.params[0], str):
