@@ -260,6 +260,19 @@ class BackupManager:
             state = "on" if on else "off"
             return Decision(True, f"automatic backup for {name} is {state}", self.epoch)
 
+    def wants_takeover(self, name: str) -> bool:
+        """Does the show want this client taken over automatically if it goes offline now?
+
+        It has a backup, automatic backup is on for it, and its outputs play at home.
+        """
+        client = self.show.client(name)
+        return bool(
+            client is not None
+            and self.backups_for(client)
+            and self.auto_enabled(name)
+            and self.plays_on(name) == name
+        )
+
     async def client_offline(self, name: str, eligible: bool, why_not: str) -> None:
         """The detector declared a client offline: take over automatically if the show says so."""
         client = self.show.client(name)
@@ -273,10 +286,8 @@ class BackupManager:
                 alarm="backup lost",
                 message=f"backup {name} went offline while playing the outputs of {carried}",
             )
-        if not self.backups_for(client) or not self.auto_enabled(name):
+        if not self.wants_takeover(name):
             return
-        if self.plays_on(name) != name:
-            return  # its outputs already play elsewhere
         if not eligible:
             reason = "mass failure guard" if "mass failure" in why_not else "startup guard"
             self._refuse(

@@ -195,16 +195,7 @@ class Director:
         )
 
     def _would_take_over(self, name: str) -> bool:
-        """Would a backup take this client over automatically if it went offline now?"""
-        backup = self.backup
-        client = self.show.client(name)
-        return bool(
-            backup is not None
-            and client is not None
-            and backup.backups_for(client)
-            and backup.auto_enabled(name)
-            and backup.plays_on(name) == name
-        )
+        return self.backup is not None and self.backup.wants_takeover(name)
 
     async def _client_offline(self, name: str, eligible: bool, why_not: str) -> None:
         assert self.backup is not None

@@ -9,6 +9,7 @@ os.environ["PXCONTROL_LOAD_PLUGINS"] = ""
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -40,9 +41,11 @@ async def async_wait_for(
 class OscDump:
     """liblo's `oscdump`, a real OSC receiver we did not write, with its output as lines."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, port: int, tcp: bool = False) -> None:
         if shutil.which("oscdump") is None:
             raise RuntimeError("oscdump is missing: apt-get install liblo-tools")
+        self.port, self.tcp = port, tcp
+        url = f"osc.tcp://:{port}" if tcp else str(port)
         self.proc = subprocess.Popen(
             ["oscdump", "-L", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -62,23 +65,41 @@ class OscDump:
         )
         return str(found)
 
+    def wait_ready(self) -> None:
+        """oscdump prints nothing when it is ready: knock until it answers."""
+        if self.tcp:
+            wait_for(lambda: _accepts(self.port), what=f"oscdump to listen on TCP {self.port}")
+            return
+        client = SimpleUDPClient("127.0.0.1", self.port)
+        wait_for(
+            lambda: client.send_message("/ready", 1) or any("/ready" in x for x in self.lines),
+            what="oscdump to start",
+        )
+
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(5)
 
 
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture
-def oscdump_udp() -> Iterator[tuple[OscDump, int]]:
-    port = free_port()
-    dump = OscDump(str(port))
-    client = SimpleUDPClient("127.0.0.1", port)
-    # oscdump prints nothing when it is ready: knock until it hears us.
-    wait_for(
-        lambda: client.send_message("/ready", 1) or any("/ready" in x for x in dump.lines),
-        what="oscdump to start",
-    )
-    yield dump, port
-    dump.close()
+def osc_receiver() -> Iterator[Callable[..., OscDump]]:
+    """Real OSC receivers we did not write (liblo's oscdump), ready before they are used."""
+    made: list[OscDump] = []
+
+    def make(tcp: bool = False) -> OscDump:
+        dump = OscDump(free_port(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM), tcp)
+        made.append(dump)
+        dump.wait_ready()
+        return dump
+
+    yield make
+    for dump in made:
+        dump.close()
 
 
 @pytest.fixture

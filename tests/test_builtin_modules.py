@@ -15,11 +15,12 @@ from pythonosc.osc_tcp_server import ThreadingOSCTCPServer
 from pxcontrol.app import App, load_show
 from pxcontrol.module import ModuleStatus
 
-from .conftest import OscDump, async_wait_for, free_port, pxcontrol, wait_for
+from .conftest import async_wait_for, free_port, pxcontrol, wait_for
 
 
-def test_pxcontrol_call_sends_osc_that_oscdump_receives(oscdump_udp, write_show):
-    dump, port = oscdump_udp
+def test_pxcontrol_call_sends_osc_that_oscdump_receives(osc_receiver, write_show):
+    dump = osc_receiver()
+    port = dump.port
     show = write_show(f'[modules.Console]\ntype = "osc"\nhost = "127.0.0.1"\nport = {port}\n')
     result = pxcontrol(
         "call", "--show", str(show), "Console.Send", "/eos/cue/1/fire", 'args=[1, 2.5, "go", true]'
@@ -29,19 +30,14 @@ def test_pxcontrol_call_sends_osc_that_oscdump_receives(oscdump_udp, write_show)
     dump.wait_line('/eos/cue/1/fire ifsT 1 2.500000 "go" #T')
 
 
-def test_osc_over_tcp_with_length_prefix_framing_reaches_liblo(write_show):
-    port = free_port()
-    dump = OscDump(f"osc.tcp://:{port}")
-    try:
-        show = write_show(
-            f'[modules.Console]\ntype = "osc"\nport = {port}\nprotocol = "tcp"\nframing = "length"\n'
-        )
-        # liblo needs a moment to listen: the module's own reconnect covers it.
-        result = pxcontrol("call", "--show", str(show), "Console.Send", "/go", "args=[7]")
-        assert result.returncode == 0, result.stderr
-        dump.wait_line("/go i 7")
-    finally:
-        dump.close()
+def test_osc_over_tcp_with_length_prefix_framing_reaches_liblo(osc_receiver, write_show):
+    dump = osc_receiver(tcp=True)
+    show = write_show(
+        f'[modules.Console]\ntype = "osc"\nport = {dump.port}\nprotocol = "tcp"\nframing = "length"\n'
+    )
+    result = pxcontrol("call", "--show", str(show), "Console.Send", "/go", "args=[7]")
+    assert result.returncode == 0, result.stderr
+    dump.wait_line("/go i 7")
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import shutil
 from .conftest import REPO, pxcontrol
 
 
-def test_resolume_example_launches_a_clip_that_oscdump_receives(oscdump_udp, tmp_path):
-    dump, port = oscdump_udp
+def test_resolume_example_launches_a_clip_that_oscdump_receives(osc_receiver, tmp_path):
+    dump = osc_receiver()
+    port = dump.port
     (tmp_path / "modules").mkdir()
     shutil.copy(REPO / "modules" / "resolume.py", tmp_path / "modules")
     (tmp_path / "show.toml").write_text(

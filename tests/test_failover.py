@@ -16,7 +16,7 @@ import pytest
 
 from pxcontrol.testing import Rig, wait_for
 
-from .conftest import OscDump, free_port
+from .conftest import OscDump
 
 DETECTION = """
 [director]
@@ -65,13 +65,9 @@ do = [
 
 
 @pytest.fixture
-def router() -> Iterator[OscDump]:
+def router(osc_receiver) -> OscDump:
     """A real OSC receiver we did not write stands in for the video router."""
-    port = free_port()
-    dump = OscDump(str(port))
-    dump.port = port  # type: ignore[attr-defined]
-    yield dump
-    dump.close()
+    return osc_receiver()
 
 
 @pytest.fixture

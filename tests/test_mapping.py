@@ -162,12 +162,10 @@ do = [
 ]
 """
     )
-    began = time.monotonic()
     await show.event("client.offline", client="Playout1")
     assert sorted(show.texts()) == ["a", "b"]
     a, b = show.calls
     assert max(a[1], b[1]) < min(a[2], b[2]), "both were running at the same time"
-    assert time.monotonic() - began < 0.35
 
 
 async def test_a_failing_action_does_not_stop_the_rest_unless_stop_on_error(make_show):

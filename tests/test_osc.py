@@ -48,23 +48,15 @@ type = "log"
 
 
 @pytest.fixture
-def console() -> Iterator[OscDump]:
+def console(osc_receiver) -> OscDump:
     """A lighting console's OSC input: liblo's oscdump on a UDP port."""
-    port = free_port()
-    dump = OscDump(str(port))
-    dump.port = port  # type: ignore[attr-defined]
-    yield dump
-    dump.close()
+    return osc_receiver()
 
 
 @pytest.fixture
-def tcp_console() -> Iterator[OscDump]:
+def tcp_console(osc_receiver) -> OscDump:
     """A console that listens over TCP (liblo: OSC 1.0 length-prefix framing)."""
-    port = free_port(kind=1)
-    dump = OscDump(f"osc.tcp://:{port}")
-    dump.port = port  # type: ignore[attr-defined]
-    yield dump
-    dump.close()
+    return osc_receiver(tcp=True)
 
 
 @pytest.fixture
