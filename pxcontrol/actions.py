@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -40,10 +41,18 @@ class ActionSpec:
     def schema(self) -> dict[str, Any]:
         return self.params.model_json_schema()
 
+    @cached_property
+    def fields(self) -> tuple[str, ...]:
+        """The parameters' names, in the method's order."""
+        return tuple(self.params.model_fields)
+
     def validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Validated keyword arguments for the method; raises pydantic's ValidationError."""
+        fields = self.fields
+        if not fields and not args:
+            return {}  # nothing to check or fill in: the common call of a button's action
         model = self.params.model_validate(dict(args))
-        return {field: getattr(model, field) for field in type(model).model_fields}
+        return {field: getattr(model, field) for field in fields}
 
 
 @overload
@@ -142,7 +151,7 @@ def arguments_from_list(spec: ActionSpec, values: Iterable[Any]) -> dict[str, An
     parameter fills that one. Text for a non-string parameter is read as JSON
     when it parses (`[1, 2]`, `true`), else left for pydantic's own coercion.
     """
-    names = list(spec.params.model_fields)
+    names = spec.fields
     args: dict[str, Any] = {}
     position = 0
     for value in values:

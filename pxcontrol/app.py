@@ -7,7 +7,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from pxcontrol.actions import ActionSpec, describe_validation_error
 from pxcontrol.catalog import Catalog, DuplicateModuleType
+from pxcontrol.deadlines import Deadlines
 from pxcontrol.events import Event, EventLog
 from pxcontrol.loader import parse_structure, read_show
 from pxcontrol.module import Backoff, Module, ModuleStatus
@@ -181,6 +182,8 @@ class App:
         self.last_calls: dict[str, ActionRecord] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._starting: dict[str, asyncio.Task[None]] = {}  # modules whose start failed
+        self._resolved: dict[str, tuple[Module, ActionSpec]] = {}
+        self._deadlines = Deadlines()
 
     @property
     def show(self) -> ShowFile:
@@ -264,6 +267,7 @@ class App:
     async def stop(self) -> None:
         modules, self.modules = list(self.modules.values()), {}
         await asyncio.gather(*(self._stop_module(m) for m in modules))
+        self._deadlines.clear()
         await cancel_and_wait(self._background)
 
     async def _stop_module(self, module: Module) -> None:
@@ -301,20 +305,38 @@ class App:
         timeout: float | None = None,
         source: str = "api",
     ) -> asyncio.Future[ActionRecord]:
-        """Start an action from any code, synchronous included; the future gets its record.
+        """Start an action from any code, synchronous included; the future gets its record."""
+        outcome: asyncio.Future[ActionRecord] = asyncio.get_running_loop().create_future()
 
-        The action runs in a task of its own under its time limit; the record is
-        made by callbacks, so a caller that only wants the answer (the OSC bridge)
-        needs no task of its own.
+        def settle(record: ActionRecord) -> None:
+            if not outcome.done():  # the caller may have given up waiting
+                outcome.set_result(record)
+
+        self.start_action(ref, args, timeout=timeout, source=source, then=settle)
+        return outcome
+
+    def start_action(
+        self,
+        ref: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        source: str = "api",
+        then: Callable[[ActionRecord], None],
+    ) -> None:
+        """Start an action; `then(record)` is called once, when it ends, fails or times out.
+
+        The action runs in a task of its own under its time limit; the task itself
+        calls `then` as it ends, so an answer (an OSC reply) costs no further loop
+        round. A call that cannot start (unknown action, wrong arguments, module not
+        running) calls `then` before this returns.
         """
-        loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[ActionRecord] = loop.create_future()
         record = ActionRecord(action=ref, args=dict(args or {}), source=source, started=time.time())
         began = time.perf_counter()
         try:
             module, spec = self.resolve(ref)
             kwargs = spec.validate(record.args)
-            if module.name in self._starting:
+            if self._starting and module.name in self._starting:
                 raise LookupError(
                     f"{ref}: module {module.name} is not running ({module.status_message}); "
                     "its start is retried until the device answers"
@@ -325,43 +347,28 @@ class App:
                 if isinstance(exc, ValidationError)
                 else str(exc.args[0] if exc.args else exc)
             )
-            outcome.set_result(self._finish(record, began, error=message))
-            return outcome
+            _answer(then, self._finish(record, began, error=message))
+            return
         limit = timeout or spec.timeout or self.show.director.action_timeout
-        task = loop.create_task(getattr(module, spec.method)(**kwargs), name=ref)
-
-        def finished(task: asyncio.Task[Any]) -> None:
-            timer.cancel()
-            if outcome.done():
-                return  # timed out, or the caller gave up waiting
-            if task.cancelled():
-                outcome.set_result(self._finish(record, began, error=f"{ref} was cancelled"))
-            elif task.exception() is not None:
-                outcome.set_result(self._failed(record, began, task.exception()))
-            else:
-                outcome.set_result(self._finish(record, began, result=task.result()))
-
-        def expired() -> None:
-            if outcome.done():
-                return
-            # Not waited for: an action that swallows its cancellation must not hold anyone.
-            task.cancel()
-            self._keep(task)
-            outcome.set_result(
-                self._finish(record, began, error=f"{ref} timed out after {limit:g} s")
-            )
-
-        timer = loop.call_later(limit, expired)
-        task.add_done_callback(finished)
-        return outcome
-
-    def _failed(self, record: ActionRecord, began: float, exc: BaseException) -> ActionRecord:
-        log.debug("action %s raised", record.action, exc_info=exc)
-        text = str(exc) or type(exc).__name__
-        return self._finish(record, began, error=f"{record.action} failed: {text}")
+        run = _ActionRun(self, record, began, then)
+        task = asyncio.get_running_loop().create_task(
+            run.run(getattr(module, spec.method)(**kwargs)), name=ref
+        )
+        run.task = task
+        self._deadlines.add(run, limit, lambda: run.expire(limit))
 
     def resolve(self, ref: str) -> tuple[Module, ActionSpec]:
         """The running module and action for `Module.Action`; LookupError says what is wrong."""
+        known = self._resolved.get(ref)
+        if known is not None and self.modules.get(known[0].name) is known[0]:
+            return known  # still the running module: a reload or restart makes a new one
+        found = self._resolve(ref)
+        if len(self._resolved) > 1024:
+            self._resolved.clear()
+        self._resolved[ref] = found
+        return found
+
+    def _resolve(self, ref: str) -> tuple[Module, ActionSpec]:
         match = ACTION_REF.match(ref)
         if match is None:
             raise LookupError(f"{ref!r} is not an action: write it as ModuleName.ActionName")
@@ -433,6 +440,58 @@ class App:
             status=str(module.status),
             message=module.status_message,
         )
+
+
+class _ActionRun:
+    """One action in flight: its task reports the outcome as it ends, or the deadline does."""
+
+    __slots__ = ("answered", "app", "began", "record", "task", "then")
+
+    def __init__(
+        self, app: App, record: ActionRecord, began: float, then: Callable[[ActionRecord], None]
+    ) -> None:
+        self.app = app
+        self.record = record
+        self.began = began
+        self.then = then
+        self.task: asyncio.Task[Any] | None = None
+        self.answered = False
+
+    async def run(self, call: Coroutine[Any, Any, Any]) -> None:
+        try:
+            result = await call
+        except asyncio.CancelledError:
+            self._answer(error=f"{self.record.action} was cancelled")
+            raise
+        except Exception as exc:
+            if not self.answered:
+                log.debug("action %s raised", self.record.action, exc_info=exc)
+            self._answer(error=f"{self.record.action} failed: {str(exc) or type(exc).__name__}")
+        else:
+            self._answer(result=result)
+
+    def expire(self, limit: float) -> None:
+        if self.answered:
+            return
+        # Not waited for: an action that swallows its cancellation must not hold anyone.
+        assert self.task is not None
+        self.task.cancel()
+        self.app._keep(self.task)
+        self._answer(error=f"{self.record.action} timed out after {limit:g} s")
+
+    def _answer(self, *, result: Any = None, error: str = "") -> None:
+        if self.answered:
+            return  # timed out before: the late outcome is not reported again
+        self.answered = True
+        self.app._deadlines.discard(self)
+        _answer(self.then, self.app._finish(self.record, self.began, result=result, error=error))
+
+
+def _answer(then: Callable[[ActionRecord], None], record: ActionRecord) -> None:
+    try:
+        then(record)
+    except Exception:  # the caller's bug must not look like the action's failure
+        log.exception("answering %s failed", record.action)
 
 
 async def _observe(awaitable: Any, plugin: str) -> None:

@@ -24,6 +24,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_packet import OscPacket, ParseError
 
 from pxcontrol.actions import TooManyArguments, arguments_from_list
+from pxcontrol.app import ActionRecord
 from pxcontrol.events import Event
 from pxcontrol.osc_transport import OscServers, Peer, frame
 from pxcontrol.show import FeedbackTarget
@@ -109,6 +110,7 @@ class OscBridge:
         }
         self._open = {f"{PREFIX}/ping", f"{PREFIX}/connect"}  # no passcode needed
         self._pong = build(f"{PREFIX}/pong")
+        self._done: dict[str, bytes] = {}
 
     # --- lifecycle ---
 
@@ -203,8 +205,14 @@ class OscBridge:
     def _reply(
         self, peer: Peer, address: str, ok: str | None = None, error: str | None = None
     ) -> None:
-        args = ("error", error) if error is not None else ("ok", ok or "")
-        self._send_to(peer, build(f"{PREFIX}/reply{address}", *args))
+        if error is None and not ok and address in self._commands:
+            packet = self._done.get(address)  # the most common answer, encoded once
+            if packet is None:
+                packet = self._done[address] = build(f"{PREFIX}/reply{address}", "ok", "")
+        else:
+            args = ("error", error) if error is not None else ("ok", ok or "")
+            packet = build(f"{PREFIX}/reply{address}", *args)
+        self._send_to(peer, packet)
 
     def _send_to(self, peer: Peer, packet: bytes) -> None:
         """To the sender; over UDP also a copy to the port its host subscribed with.
@@ -292,27 +300,25 @@ class OscBridge:
         self._later(peer, message.address, _decided(backup.set_auto(name, on, "osc", by=peer.name)))
 
     def _action(self, message: OscMessage, peer: Peer) -> None:
-        if not message.params or not isinstance(message.params[0], str):
+        params = message.params  # python-osc makes a new list on each access
+        if not params or not isinstance(params[0], str):
             raise CommandError(f'{message.address} takes "Module.Action", then its arguments')
-        ref, values = message.params[0], message.params[1:]
+        ref, values = params[0], params[1:]
         try:
             _, spec = self.director.app.resolve(ref)
             args = arguments_from_list(spec, values)
         except (LookupError, TooManyArguments) as exc:
             raise CommandError(str(exc.args[0] if exc.args else exc)) from None
 
-        outcome = self.director.app.begin_action(ref, args, source=peer.name)
-        # Answered from the action's own callback: no task of ours per action.
-        outcome.add_done_callback(lambda done: self._answer_action(peer, message.address, done))
+        address = message.address
 
-    def _answer_action(self, peer: Peer, address: str, done: asyncio.Future[Any]) -> None:
-        if done.cancelled():
-            return  # the director is stopping
-        record = done.result()
-        if record.ok:
-            self._reply(peer, address, ok="" if record.result is None else str(record.result))
-        else:
-            self._reply(peer, address, error=record.error)
+        def answer(record: ActionRecord) -> None:  # from the action's own task, as it ends
+            if record.ok:
+                self._reply(peer, address, ok="" if record.result is None else str(record.result))
+            else:
+                self._reply(peer, address, error=record.error)
+
+        self.director.app.start_action(ref, args, source=peer.name, then=answer)
 
     def _client_name(self, message: OscMessage) -> str:
         if not message.params or not isinstance(message.params[0], str):

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pxcontrol.datagrams import Address, DatagramSocket
+
 log = logging.getLogger("pxcontrol.osc")
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
@@ -106,23 +108,30 @@ class Peer:
 Handler = Callable[[bytes, Peer], None]
 
 
-class _Udp(asyncio.DatagramProtocol):
+class _UdpPeers:
+    """The Peer for each sender address, made once: a console sends from the same port."""
+
+    LIMIT = 4096  # a flood from spoofed ports must not grow this without bound
+
     def __init__(self, handle: Handler) -> None:
         self.handle = handle
-        self.transport: asyncio.DatagramTransport | None = None
+        self.socket: DatagramSocket | None = None
+        self.peers: dict[Address, Peer] = {}
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        host, port = addr[0], addr[1]
-        transport = self.transport
-        assert transport is not None
-        peer = Peer("udp", host, port, lambda packet: transport.sendto(packet, (host, port)))
+    def received(self, data: bytes, address: Address) -> None:
+        peer = self.peers.get(address)
+        if peer is None:
+            peer = self._peer(address)
         self.handle(data, peer)
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("OSC UDP: %s", exc)  # a console that went away: ICMP unreachable
+    def _peer(self, address: Address) -> Peer:
+        assert self.socket is not None
+        sendto = self.socket.sendto
+        peer = Peer("udp", address[0], address[1], lambda packet: sendto(packet, address))
+        if len(self.peers) >= self.LIMIT:
+            self.peers.clear()
+        self.peers[address] = peer
+        return peer
 
 
 class _TcpConnection(asyncio.Protocol):
@@ -171,7 +180,7 @@ class OscServers:
     def __init__(self, handle: Handler, on_close: Callable[[Peer], None]) -> None:
         self.handle = handle
         self.on_close = on_close
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: DatagramSocket | None = None
         self.tcp: asyncio.Server | None = None
         self.connections: set[_TcpConnection] = set()
         self.receive_buffer = 0
@@ -206,7 +215,9 @@ class OscServers:
                     raise
                 continue
             self.receive_buffer = raise_receive_buffer(sock)
-            self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.handle), sock=sock)
+            peers = _UdpPeers(self.handle)
+            self.udp = peers.socket = DatagramSocket(sock, peers.received)
+            self.udp.start()
             return chosen
         raise OSError("no port free for both UDP and TCP")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -21,6 +22,7 @@ class Device(Module):
 
     class Settings(Module.Settings):
         fail_start: bool = False
+        label: str = ""
 
     async def start(self):
         if self.settings.fail_start:
@@ -48,6 +50,15 @@ class Device(Module):
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 pass
+
+    @action(timeout=0.1)
+    async def late(self) -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # ignores its time limit, then answers anyway
+        self.answered_late = True
+        return "too late"
 
 @hookimpl
 def register_module_types(register):
@@ -126,6 +137,58 @@ async def test_one_failing_action_does_not_stop_the_others_of_the_same_event(app
     assert app.modules["Dev"].seen == [3]
 
 
+async def test_actions_in_flight_each_time_out_at_their_own_limit(app: App):
+    ended: list[str] = []
+    for limit in (0.4, 0.1, 0.2):  # a later-started, shorter limit must not wait for the longer
+        app.start_action("Dev.Hang", timeout=limit, then=lambda r: ended.append(r.error))
+    app.start_action("Dev.Ok", then=lambda r: ended.append(f"ok {r.result}"))
+    await async_wait_for(lambda: len(ended) == 4, what="four answers")
+    assert ended == [
+        "ok 2",
+        "Dev.Hang timed out after 0.1 s",
+        "Dev.Hang timed out after 0.2 s",
+        "Dev.Hang timed out after 0.4 s",
+    ]
+
+
+async def test_an_action_that_answers_after_its_time_limit_is_reported_once(app: App):
+    answers = []
+    app.start_action("Dev.Late", then=answers.append)
+    device = app.modules["Dev"]
+    await async_wait_for(lambda: getattr(device, "answered_late", False), what="the late answer")
+    await asyncio.sleep(0)  # the action's task ends in this round
+    assert [r.error for r in answers] == ["Dev.Late timed out after 0.1 s"]
+    assert [r.action for r in app.calls] == ["Dev.Late"]
+
+
+async def test_a_caller_whose_answer_fails_does_not_turn_the_action_into_a_failure(
+    app: App, caplog
+):
+    def broken_answer(record) -> None:
+        raise RuntimeError("a bug in the caller")
+
+    with caplog.at_level(logging.ERROR, logger="pxcontrol"):
+        app.start_action("Dev.Ok", {"value": 4}, then=broken_answer)
+        await async_wait_for(lambda: "Dev.Ok" in app.last_calls, what="the call")
+        await async_wait_for(lambda: "answering Dev.Ok failed" in caplog.text, what="the log line")
+    assert app.last_calls["Dev.Ok"].ok and app.last_calls["Dev.Ok"].result == 8
+    assert not app.events.of_kind("action.failed")
+
+
+async def test_after_a_module_restarts_its_actions_run_on_the_new_one(app: App, write_show):
+    before = app.modules["Dev"]
+    assert (await app.call("Dev.Ok", value=1)).ok
+    changed = SHOW.replace(
+        'type = "device"\n\n[modules.Broken]', 'type = "device"\nlabel = "B"\n\n[modules.Broken]'
+    )
+    assert changed != SHOW
+    changes = await app.apply(load_show(write_show(changed, {"device.py": DEVICE})))
+    assert "Dev" in changes.restarted
+    assert (await app.call("Dev.Ok", value=5)).ok
+    assert app.modules["Dev"] is not before
+    assert app.modules["Dev"].seen == [5] and before.seen == [1]
+
+
 @pytest.mark.parametrize(
     ("ref", "args", "message"),
     [
@@ -135,7 +198,7 @@ async def test_one_failing_action_does_not_stop_the_others_of_the_same_event(app
             "wrong arguments for Dev.Ok: value: Input should be a valid integer",
         ),
         ("Dev.Ok", {"colour": 1}, "wrong arguments for Dev.Ok: colour: no such parameter"),
-        ("Dev.Nope", {}, "Dev.Nope: Dev has no action 'Nope' (Ok, Boom, Hang, Stubborn)"),
+        ("Dev.Nope", {}, "Dev.Nope: Dev has no action 'Nope' (Ok, Boom, Hang, Stubborn, Late)"),
         ("Lights.Go", {}, "Lights.Go: no module 'Lights' is running"),
         (
             "not an action",
