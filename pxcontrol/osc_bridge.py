@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message import ParseError as MessageParseError
 from pythonosc.osc_packet import OscPacket, ParseError
 
 from pxcontrol.actions import TooManyArguments, arguments_from_list
@@ -146,8 +147,19 @@ class OscBridge:
             )
             return
         try:
-            messages = [timed.message for timed in OscPacket(data).messages]
-        except (ParseError, IndexError, ValueError, TypeError, OverflowError, UnicodeError):
+            if data[:1] == b"/":  # a plain message: skip the packet wrapper, half a µs each
+                messages = [OscMessage(data)]
+            else:
+                messages = [timed.message for timed in OscPacket(data).messages]
+        except (
+            ParseError,
+            MessageParseError,
+            IndexError,
+            ValueError,
+            TypeError,
+            OverflowError,
+            UnicodeError,
+        ):
             self.counts["malformed"] += 1
             return
         for message in messages:
