@@ -369,7 +369,14 @@ class OscBridge:
         self._reply(peer, message.address, ok=f"subscribed {target.host}:{target.port} for {lease}")
 
     def _unsubscribe_command(self, message: OscMessage, peer: Peer) -> None:
-        gone = [k for k, s in self.subscriptions.items() if s.peer.host == peer.host]
+        ports = [p for p in message.params if isinstance(p, int) and not isinstance(p, bool)]
+        if ports and not 0 < ports[0] < 65536:
+            raise CommandError(f"{ports[0]} is not a port")
+        gone = [
+            key
+            for key, sub in self.subscriptions.items()
+            if sub.peer.host == peer.host and (not ports or sub.peer.port == ports[0])
+        ]  # with a port: that subscription only (two consoles on one machine)
         # Answer first: a console that subscribed with a port hears its answers there.
         self._reply(peer, message.address, ok=f"{len(gone)} subscription(s) ended")
         for key in gone:

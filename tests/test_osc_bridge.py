@@ -339,3 +339,28 @@ async def test_a_console_that_subscribed_with_a_port_does_not_take_others_answer
     await cli.wait("/pxcontrol/pong")  # the command line on the same host hears its answer
     sender.command("/pxcontrol/ping")
     await listening.wait("/pxcontrol/pong")  # the console hears at the port it named
+
+
+async def test_unsubscribe_with_a_port_ends_only_that_consoles_subscription(
+    director: Director, console
+):
+    first, second, sender = console(), console(), console()
+    for c in (first, second):
+        sender.command("/pxcontrol/subscribe", c.port)
+        await c.wait("/pxcontrol/reply/pxcontrol/subscribe")
+    sender.command("/pxcontrol/unsubscribe", first.port)
+    answer = await first.wait("/pxcontrol/reply/pxcontrol/unsubscribe")
+    assert answer.params == ["ok", "1 subscription(s) ended"]
+    await sender.wait("/pxcontrol/reply/pxcontrol/unsubscribe")  # its own copy
+    director.app.emit("client.online", client="Playout1", ip="127.0.0.11")
+    await second.wait("/pxcontrol/client/Playout1/state")  # still subscribed
+    sender.command("/pxcontrol/ping")
+    await sender.wait("/pxcontrol/pong")
+    assert not [m for m in first.drain() if m.address.startswith("/pxcontrol/client/")]
+    sender.command("/pxcontrol/unsubscribe", 0)
+    assert (await sender.wait("/pxcontrol/reply/pxcontrol/unsubscribe")).params == [
+        "error",
+        "0 is not a port",
+    ]
+    sender.command("/pxcontrol/unsubscribe")  # no port: every subscription of this host
+    await async_wait_for(lambda: not director.osc.subscriptions, 5, "no subscription left")
