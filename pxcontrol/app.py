@@ -7,7 +7,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,7 @@ class App:
         """Swap in a new version of the show; only modules whose type, code or settings
         changed are restarted, so an unchanged device connection stays up."""
         self.loaded = loaded
+        self._resolved.clear()  # no reference kept to a module that is stopped below
         changes = ModuleChanges()
         for name, module in list(self.modules.items()):
             decl = loaded.show.all_modules.get(name)
@@ -265,9 +266,15 @@ class App:
                 return
 
     async def stop(self) -> None:
-        modules, self.modules = list(self.modules.values()), {}
-        await asyncio.gather(*(self._stop_module(m) for m in modules))
+        # Actions still running are answered now and ended before their modules stop.
+        running = [run for run in self._deadlines.pending() if isinstance(run, _ActionRun)]
+        for run in running:
+            run.end("the show is stopping")
         self._deadlines.clear()
+        await cancel_and_wait([run.task for run in running if run.task is not None])
+        modules, self.modules = list(self.modules.values()), {}
+        self._resolved.clear()
+        await asyncio.gather(*(self._stop_module(m) for m in modules))
         await cancel_and_wait(self._background)
 
     async def _stop_module(self, module: Module) -> None:
@@ -352,7 +359,7 @@ class App:
         limit = timeout or spec.timeout or self.show.director.action_timeout
         run = _ActionRun(self, record, began, then)
         task = asyncio.get_running_loop().create_task(
-            run.run(getattr(module, spec.method)(**kwargs)), name=ref
+            run.run(getattr(module, spec.method), kwargs), name=ref
         )
         run.task = task
         self._deadlines.add(run, limit, lambda: run.expire(limit))
@@ -457,9 +464,9 @@ class _ActionRun:
         self.task: asyncio.Task[Any] | None = None
         self.answered = False
 
-    async def run(self, call: Coroutine[Any, Any, Any]) -> None:
+    async def run(self, method: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> None:
         try:
-            result = await call
+            result = await method(**kwargs)  # called here: a task ended unstarted leaves nothing
         except asyncio.CancelledError:
             self._answer(error=f"{self.record.action} was cancelled")
             raise
@@ -469,6 +476,14 @@ class _ActionRun:
             self._answer(error=f"{self.record.action} failed: {str(exc) or type(exc).__name__}")
         else:
             self._answer(result=result)
+
+    def end(self, why: str) -> None:
+        """Answer now and cancel: the caller is not kept waiting for what follows."""
+        if self.answered:
+            return
+        if self.task is not None:
+            self.task.cancel()
+        self._answer(error=f"{self.record.action} was cancelled: {why}")
 
     def expire(self, limit: float) -> None:
         if self.answered:

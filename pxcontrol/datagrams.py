@@ -47,12 +47,14 @@ class DatagramSocket:
     def _readable(self) -> None:
         recvfrom, received = self.sock.recvfrom, self._received
         for _ in range(BATCH):
+            if self.closed:  # a handler may close the socket mid-batch
+                return
             try:
                 data, address = recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP "port unreachable" for an earlier send
-                log.debug("UDP %s: %s", self.sock.getsockname(), exc)
+                log.debug("UDP receive: %s", exc)
                 continue
             try:
                 received(data, address)
@@ -77,6 +79,13 @@ class DatagramSocket:
     def _enqueue(self, data: bytes, address: Address) -> None:
         if len(self._queue) >= QUEUE:
             self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4 …: said, never flooded
+                log.warning(
+                    "UDP: %d datagram(s) not sent so far: the kernel's send buffer stayed full "
+                    "(last to %s)",
+                    self.dropped,
+                    address,
+                )
             return
         self._queue.append((data, address))
 

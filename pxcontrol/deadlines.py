@@ -33,6 +33,10 @@ class Deadlines:
         if at < self._armed_for:
             self._arm(loop, at)
 
+    def pending(self) -> list[Hashable]:
+        """The jobs not yet discarded or expired, oldest first."""
+        return list(self._due)
+
     def discard(self, key: Hashable) -> None:
         self._due.pop(key, None)  # the timer may still fire: it finds nothing due
 

@@ -161,6 +161,24 @@ async def test_an_action_that_answers_after_its_time_limit_is_reported_once(app:
     assert [r.action for r in app.calls] == ["Dev.Late"]
 
 
+async def test_stopping_answers_the_actions_still_running_and_ends_them(write_show):
+    app = App(load_show(write_show(SHOW, {"device.py": DEVICE})))
+    await app.start()
+    answers = []
+    app.start_action("Dev.Hang", timeout=60, then=answers.append)
+    app.start_action("Dev.Stubborn", timeout=60, then=answers.append)  # swallows cancellation
+    waiting = app.begin_action("Dev.Hang", timeout=60)
+    await asyncio.sleep(0.05)  # all three are running
+    await asyncio.wait_for(app.stop(), 10)
+    assert sorted(r.error for r in answers) == [
+        "Dev.Hang was cancelled: the show is stopping",
+        "Dev.Stubborn was cancelled: the show is stopping",
+    ]
+    assert waiting.done() and waiting.result().error.endswith("the show is stopping")
+    left = [t for t in asyncio.all_tasks() if t.get_name().startswith("Dev.")]
+    assert not [t for t in left if not t.done()], "no action task outlives the show"
+
+
 async def test_a_caller_whose_answer_fails_does_not_turn_the_action_into_a_failure(
     app: App, caplog
 ):
