@@ -134,6 +134,9 @@ class OscBridge:
         self.counts["packets"] += 1
         if not self._allowed(peer):
             return
+        if malformed_bundle(data):
+            self.counts["malformed"] += 1
+            return
         unsupported = unsupported_type(data)
         if unsupported is not None:
             # python-osc would drop such an argument in silence and shift the rest.
@@ -485,6 +488,32 @@ def pushes_for(event: Event) -> list[bytes]:
             build(f"{PREFIX}/module/{module}/status", str(f.get("status")), str(f.get("message")))
         ]
     return []
+
+
+MAX_NESTING = 8  # bundles in bundles: no console nests deeper
+
+
+def malformed_bundle(packet: bytes, depth: int = 0) -> bool:
+    """A bundle whose framing python-osc must not see.
+
+    An element size that is negative sends python-osc's bundle parser back to
+    where it started, for ever (20 bytes hang the loop); one that is zero or runs
+    past the end, or bundles nested deeper than MAX_NESTING, are refused as well.
+    """
+    if not packet.startswith(b"#bundle\0"):
+        return False
+    if depth >= MAX_NESTING or len(packet) < 16:
+        return True
+    at = 16  # "#bundle\0" and the time tag
+    while at < len(packet):
+        size = int.from_bytes(packet[at : at + 4], "big", signed=True)
+        end = at + 4 + size
+        if at + 4 > len(packet) or size <= 0 or end > len(packet):
+            return True
+        if malformed_bundle(packet[at + 4 : end], depth + 1):
+            return True
+        at = end
+    return False
 
 
 SUPPORTED_TYPES = frozenset("ifdsbhtTFNmr")

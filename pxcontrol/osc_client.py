@@ -9,7 +9,7 @@ from typing import Any
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_packet import OscPacket, ParseError
 
-from pxcontrol.osc_bridge import PREFIX, build
+from pxcontrol.osc_bridge import PREFIX, build, malformed_bundle
 
 
 class NoAnswer(Exception):
@@ -21,6 +21,8 @@ class _Inbox(asyncio.DatagramProtocol):
         self.messages: asyncio.Queue[OscMessage] = asyncio.Queue()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if malformed_bundle(data):
+            return
         try:
             for timed in OscPacket(data).messages:
                 self.messages.put_nowait(timed.message)

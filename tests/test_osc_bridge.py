@@ -118,12 +118,27 @@ def console(director: Director):
         c.close()
 
 
+def _nested(depth: int) -> bytes:
+    packet = build("/pxcontrol/ping")
+    for _ in range(depth):
+        packet = b"#bundle\0" + bytes(8) + len(packet).to_bytes(4, "big") + packet
+    return packet
+
+
 MALFORMED = [
     pytest.param(b"/pxcontrol/action\0\0\0,s\0\0", id="truncated"),
     pytest.param(b"/pxcontrol/action\0\0\0,i\0\0\0\0", id="int-without-its-bytes"),
     pytest.param(bytes(range(256)) * 3, id="garbage"),
     pytest.param(b"#bundle\0" + b"\xff" * 20, id="broken-bundle"),
     pytest.param(b"/x" + b"\x00" * 60000, id="oversized"),
+    # python-osc's bundle parser loops for ever on a negative element size.
+    pytest.param(b"#bundle\0" + bytes(8) + b"\xff\xff\xff\xfc", id="negative-bundle-size"),
+    pytest.param(b"#bundle\0" + bytes(8) + (0).to_bytes(4, "big"), id="zero-bundle-size"),
+    pytest.param(
+        b"#bundle\0" + bytes(8) + (999).to_bytes(4, "big") + b"/x\0\0,\0\0\0",
+        id="bundle-size-past-the-end",
+    ),
+    pytest.param(_nested(9), id="bundles-nested-too-deep"),
 ]
 
 
@@ -289,11 +304,42 @@ async def test_a_subscription_lapses_without_renewal(director: Director, console
     assert director.osc.subscriptions == {}
 
 
+def _bundle(elements: list[tuple[int, bytes]]) -> bytes:
+    """A bundle whose element sizes are whatever the fuzzer says, not what follows them."""
+    return (
+        b"#bundle\0"
+        + bytes(8)
+        + b"".join(size.to_bytes(4, "big", signed=True) + body for size, body in elements)
+    )
+
+
+ELEMENT_SIZES = st.integers(-8, 64) | st.integers(-(2**31), 2**31 - 1)
+ELEMENT_BODIES = st.binary(max_size=24) | st.builds(
+    lambda b: b"/pxcontrol/" + b, st.binary(max_size=24)
+)
+BUNDLES = st.recursive(
+    st.builds(_bundle, st.lists(st.tuples(ELEMENT_SIZES, ELEMENT_BODIES), max_size=3)),
+    lambda inner: st.builds(_bundle, st.lists(st.tuples(ELEMENT_SIZES, inner), max_size=3)),
+    max_leaves=4,
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     packet=st.binary(max_size=200) | st.builds(lambda b: b"/pxcontrol/" + b, st.binary(max_size=60))
 )
 def test_fuzz_no_packet_breaks_the_handler(packet: bytes):
+    _handle_fuzzed(packet)
+
+
+@settings(max_examples=300, deadline=None)
+@given(packet=BUNDLES)
+def test_fuzz_no_bundle_breaks_the_handler(packet: bytes):
+    """Bundles with element sizes of every kind: negative, zero, past the end, nested."""
+    _handle_fuzzed(packet)
+
+
+def _handle_fuzzed(packet: bytes) -> None:
     sent: list[bytes] = []
     bridge = _FUZZ_BRIDGE
     bridge.handle_packet(packet, Peer("udp", "127.0.0.1", 9, sent.append))
