@@ -281,19 +281,31 @@ def call(
 # --- commands to a running director, over its OSC bridge ---
 
 DirectorOpt = Annotated[
-    str, typer.Option("--director", "-d", help="the director's OSC HOST[:PORT]")
+    str | None,
+    typer.Option(
+        "--director",
+        "-d",
+        help="the director's OSC HOST[:PORT]; default: the show's bind and osc_port",
+        show_default=False,
+    ),
 ]
-PasscodeOpt = Annotated[str | None, typer.Option(help="the show's OSC passcode, when it sets one")]
+PasscodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the OSC passcode; default: the show's director.passcode", show_default=False
+    ),
+]
 backup_cli = typer.Typer(
     help="Take over, move back, switch automatic backup — on a running director."
 )
 cli.add_typer(backup_cli, name="backup")
 
 
-def _ask(director: str, passcode: str | None, work) -> Any:
+def _ask(show: Path | None, director: str | None, passcode: str | None, work) -> Any:
     from pxcontrol.agent import director_address
-    from pxcontrol.osc_client import DirectorLink, NoAnswer
+    from pxcontrol.osc_client import DirectorLink, NoAnswer, Refused
 
+    director, passcode = _director_of(show, director, passcode)
     host, port = director_address(director, default_port=7400)
 
     async def main() -> Any:
@@ -301,11 +313,14 @@ def _ask(director: str, passcode: str | None, work) -> Any:
             if passcode is not None:
                 ok, message = await link.command("/pxcontrol/connect", passcode)
                 if not ok:
-                    raise NoAnswer(f"the director refused the passcode: {message}")
+                    raise Refused(f"the director refused the passcode: {message}")
             return await work(link)
 
     try:
         return asyncio.run(main())
+    except Refused as exc:
+        _error(_for_the_command_line(str(exc)))
+        raise typer.Exit(1) from None
     except NoAnswer as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
@@ -314,19 +329,65 @@ def _ask(director: str, passcode: str | None, work) -> Any:
         raise typer.Exit(2) from None
 
 
+def _director_of(
+    show: Path | None, director: str | None, passcode: str | None
+) -> tuple[str, str | None]:
+    """Where the director listens for OSC and its passcode: as given, else from the show.
+
+    The show is the one `pxcontrol run` would start: --show, else ./show.toml, else
+    the demo. Only its [director] table is read; a bind to every interface is
+    reached on loopback.
+    """
+    from ipaddress import ip_address
+
+    from pydantic import ValidationError
+
+    from pxcontrol.loader import read_show
+    from pxcontrol.show import DirectorSettings
+
+    if director is not None and passcode is not None:
+        return director, passcode
+    path = resolve_show_path(show)
+    try:
+        settings = DirectorSettings.model_validate(read_show(path).data.get("director", {}))
+    except (ShowInvalid, ValidationError):
+        _error(
+            f"cannot read [director] of {path}: run 'pxcontrol check {path}', or give --director"
+        )
+        raise typer.Exit(1) from None
+    if director is None:
+        host = ip_address(str(settings.bind))
+        if host.is_unspecified:  # 0.0.0.0 or ::: this machine answers on loopback
+            host = ip_address("::1" if host.version == 6 else "127.0.0.1")
+        director = (
+            f"[{host}]:{settings.osc_port}" if host.version == 6 else f"{host}:{settings.osc_port}"
+        )
+    return director, passcode if passcode is not None else settings.passcode
+
+
 def _answer(result: tuple[bool, str]) -> None:
     ok, message = result
     if ok:
         out.print(Text.assemble(("ok", "green"), f" {message}"))
         return
-    _error(message)
+    _error(_for_the_command_line(message))
     raise typer.Exit(1)
 
 
+def _for_the_command_line(message: str) -> str:
+    """The bridge's answer, with the command line's way out where it has its own."""
+    if message.startswith("locked"):
+        return "locked: the show sets director.passcode; give it with --passcode"
+    return message
+
+
 @cli.command()
-def status(director: DirectorOpt = "127.0.0.1:7400", passcode: PasscodeOpt = None) -> None:
+def status(
+    show: ShowOpt = None, director: DirectorOpt = None, passcode: PasscodeOpt = None
+) -> None:
     """Show every client of a running director: state, where its outputs play, CPU, memory."""
-    rows = _ask(director, passcode, lambda link: link.status())
+    director, passcode = _director_of(show, director, passcode)
+    rows = _ask(show, director, passcode, lambda link: link.status())
     table = Table(title=f"director {director}")
     for column in ("client", "state", "outputs play on", "cpu %", "memory %"):
         table.add_column(column)
@@ -345,11 +406,16 @@ def status(director: DirectorOpt = "127.0.0.1:7400", passcode: PasscodeOpt = Non
 @backup_cli.command("switch")
 def backup_switch(
     client: Annotated[str, typer.Argument(help="the playout client to take over")],
-    director: DirectorOpt = "127.0.0.1:7400",
+    show: ShowOpt = None,
+    director: DirectorOpt = None,
     passcode: PasscodeOpt = None,
 ) -> None:
     """Take over a playout client now: its outputs move to its backup."""
-    _answer(_ask(director, passcode, lambda link: link.command("/pxcontrol/backup/switch", client)))
+    _answer(
+        _ask(
+            show, director, passcode, lambda link: link.command("/pxcontrol/backup/switch", client)
+        )
+    )
 
 
 @backup_cli.command("move")
@@ -358,19 +424,23 @@ def backup_move(
     target: Annotated[
         str | None, typer.Argument(help="where to; default back to the client itself")
     ] = None,
-    director: DirectorOpt = "127.0.0.1:7400",
+    show: ShowOpt = None,
+    director: DirectorOpt = None,
     passcode: PasscodeOpt = None,
 ) -> None:
     """Move a client's outputs from where they play now (normally back home)."""
     args = (client,) if target is None else (client, target)
-    _answer(_ask(director, passcode, lambda link: link.command("/pxcontrol/backup/move", *args)))
+    _answer(
+        _ask(show, director, passcode, lambda link: link.command("/pxcontrol/backup/move", *args))
+    )
 
 
 @backup_cli.command("auto")
 def backup_auto(
     client: Annotated[str, typer.Argument(help="the playout client")],
     on: Annotated[str, typer.Argument(help="on or off")],
-    director: DirectorOpt = "127.0.0.1:7400",
+    show: ShowOpt = None,
+    director: DirectorOpt = None,
     passcode: PasscodeOpt = None,
 ) -> None:
     """Switch automatic backup on or off for a client (overrides the show until changed)."""
@@ -379,7 +449,12 @@ def backup_auto(
         raise typer.Exit(1)
     value = int(on == "on")
     _answer(
-        _ask(director, passcode, lambda link: link.command("/pxcontrol/backup/auto", client, value))
+        _ask(
+            show,
+            director,
+            passcode,
+            lambda link: link.command("/pxcontrol/backup/auto", client, value),
+        )
     )
 
 

@@ -91,7 +91,7 @@ class OscBridge:
         self.servers = OscServers(self.handle_packet, self._connection_closed)
         self.counts: Counter[str] = Counter()
         self.subscriptions: dict[tuple[str, str, int], Subscription] = {}
-        self.unlocked: set[str] = set()
+        self.unlocked: dict[str, str] = {}  # host → the passcode it unlocked with
         self._allowed_hosts: dict[tuple[str, int], bool] = {}
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -213,7 +213,8 @@ class OscBridge:
         return False
 
     def _locked(self, peer: Peer) -> bool:
-        return bool(self.director.show.director.passcode) and peer.host not in self.unlocked
+        passcode = self.director.show.director.passcode
+        return bool(passcode) and self.unlocked.get(peer.host) != passcode  # a new one locks
 
     # --- answers ---
 
@@ -269,7 +270,7 @@ class OscBridge:
         given = message.params[0] if message.params else None
         if passcode and str(given) != passcode:
             raise CommandError("badpass")
-        self.unlocked.add(peer.host)
+        self.unlocked[peer.host] = passcode or ""
         self._reply(peer, message.address, ok="connected")
 
     def _status(self, message: OscMessage, peer: Peer) -> None:
@@ -308,9 +309,12 @@ class OscBridge:
 
     def _auto(self, message: OscMessage, peer: Peer) -> None:
         name = self._client_name(message)
-        if len(message.params) < 2 or not isinstance(message.params[1], bool | int | float):
+        params = message.params
+        value = params[1] if len(params) == 2 else None
+        # Exactly 0 or 1 (or false/true): a fader's 0.4 or a stray -1 must not switch it.
+        if not isinstance(value, bool | int | float) or value not in (0, 1):
             raise CommandError(f"{message.address} takes a client name and 0 or 1")
-        on = bool(message.params[1])
+        on = bool(value)
         backup = self._backup()
         self._later(peer, message.address, _decided(backup.set_auto(name, on, "osc", by=peer.name)))
 
@@ -352,33 +356,27 @@ class OscBridge:
     # --- subscriptions and pushes ---
 
     def _subscribe(self, message: OscMessage, peer: Peer) -> None:
-        params = list(message.params)
-        no_echo = "noecho" in params
-        ports = [p for p in params if isinstance(p, int) and not isinstance(p, bool)]
-        if ports and not 0 < ports[0] < 65536:
-            raise CommandError(f"{ports[0]} is not a port")
+        named, no_echo = _port_and_noecho(message, allow_noecho=True)
         if peer.protocol == "tcp":
             target, expires, via_port = peer, None, False
         else:
-            port = ports[0] if ports else peer.port
+            port = peer.port if named is None else named
             transport = self.servers.udp
             assert transport is not None
             host = peer.host
             target = Peer("udp", host, port, lambda p: transport.sendto(p, (host, port)))
-            expires, via_port = self._clock() + LEASE, bool(ports)
+            expires, via_port = self._clock() + LEASE, named is not None
         key = (target.protocol, target.host, target.port)
         self.subscriptions[key] = Subscription(target, expires, no_echo, via_port)
-        lease = "while connected" if expires is None else f"{LEASE:g} s"
-        self._reply(peer, message.address, ok=f"subscribed {target.host}:{target.port} for {lease}")
+        lease = "while connected" if expires is None else f"for {LEASE:g} s"
+        self._reply(peer, message.address, ok=f"subscribed {target.host}:{target.port} {lease}")
 
     def _unsubscribe_command(self, message: OscMessage, peer: Peer) -> None:
-        ports = [p for p in message.params if isinstance(p, int) and not isinstance(p, bool)]
-        if ports and not 0 < ports[0] < 65536:
-            raise CommandError(f"{ports[0]} is not a port")
+        port, _ = _port_and_noecho(message, allow_noecho=False)
         gone = [
             key
             for key, sub in self.subscriptions.items()
-            if sub.peer.host == peer.host and (not ports or sub.peer.port == ports[0])
+            if sub.peer.host == peer.host and (port is None or sub.peer.port == port)
         ]  # with a port: that subscription only (two consoles on one machine)
         # Answer first: a console that subscribed with a port hears its answers there.
         self._reply(peer, message.address, ok=f"{len(gone)} subscription(s) ended")
@@ -456,13 +454,37 @@ class _FeedbackLink:
             delay = min(delay * 2, 5.0)
 
 
+def _port_and_noecho(message: OscMessage, allow_noecho: bool) -> tuple[int | None, bool]:
+    """The optional port (an int, or digits in a string, as some consoles send it) and
+    "noecho" of /pxcontrol/subscribe and /pxcontrol/unsubscribe; anything else is refused."""
+    port: int | None = None
+    no_echo = False
+    takes = '[port] and ["noecho"]' if allow_noecho else "[port]"
+    for value in message.params:
+        if allow_noecho and value == "noecho":
+            no_echo = True
+        elif port is None and isinstance(value, str) and value.isascii() and value.isdigit():
+            port = int(value)
+        elif port is None and isinstance(value, int) and not isinstance(value, bool):
+            port = value
+        else:
+            raise CommandError(f"{message.address} takes {takes}; got {value!r}")
+        if port is not None and not 0 < port < 65536:
+            raise CommandError(f"{port} is not a port")
+    return port, no_echo
+
+
 def pushes_for(event: Event) -> list[bytes]:
     """What subscribers hear of an event: plain types, never arrays."""
     f = event.fields
     kind = event.kind
     client = address_part(str(f.get("client", "")))
     if kind in ("client.online", "client.offline"):
-        return [build(f"{PREFIX}/client/{client}/state", kind.split(".")[1])]
+        # Offline supersedes late, online ends it: a console's "late" lamp goes out either way.
+        return [
+            build(f"{PREFIX}/client/{client}/state", kind.split(".")[1]),
+            build(f"{PREFIX}/client/{client}/late", 0),
+        ]
     if kind == "client.late":
         return [build(f"{PREFIX}/client/{client}/late", int(bool(f.get("late"))))]
     if kind == "backup.activated":

@@ -16,6 +16,10 @@ class NoAnswer(Exception):
     """The director did not answer in time: not running, another port, or not allowed."""
 
 
+class Refused(Exception):
+    """The director answered with an error (locked, wrong passcode …); the message says why."""
+
+
 class _Inbox(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.messages: asyncio.Queue[OscMessage] = asyncio.Queue()
@@ -84,3 +88,5 @@ class DirectorLink:
                 rows.append(tuple(message.params))
             elif message.address == f"{PREFIX}/status/end":
                 return rows
+            elif message.address == f"{PREFIX}/reply{PREFIX}/status":  # only ever an error
+                raise Refused(str([*message.params, "", ""][1]))

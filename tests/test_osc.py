@@ -140,6 +140,7 @@ def test_pushes_reach_a_tcp_feedback_receiver_and_tcp_commands_work(rig: Rig, tc
     tcp_console.wait_line('/pxcontrol/backup/Playout1/active is 1 "Backup1"')
     rig.agents["Playout1"].signal(signal.SIGKILL)
     tcp_console.wait_line('/pxcontrol/client/Playout1/state s "offline"')
+    tcp_console.wait_line("/pxcontrol/client/Playout1/late i 0")  # its "late" lamp goes out
 
 
 @pytest.mark.parametrize("mode", ["1.0", "1.1"], ids=["length-prefix", "slip"])
@@ -191,3 +192,39 @@ def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig):
     assert auto.returncode == 0 and "automatic backup for Playout1 is on" in auto.stdout
     nobody = pxcontrol("status", "--director", f"127.0.0.1:{free_port()}")
     assert nobody.returncode == 2 and "no answer from 127.0.0.1:" in nobody.stderr
+
+
+def test_the_cli_finds_the_director_and_its_passcode_in_the_show(tmp_path):
+    from .conftest import pxcontrol
+
+    rig = Rig(
+        tmp_path,
+        '[director]\nbind = "0.0.0.0"\ntoken = "a long random test token"\npasscode = "1234"\n\n'
+        '[[clients]]\nname = "Playout1"\nip = "127.0.0.11"\noutputs = ["Output 1"]\n',
+    )
+    try:
+        rig.start_director()
+        at = f"127.0.0.1:{rig.osc_port}"
+        # Told where, without the passcode: refused, and told how to give it (the unlock is
+        # per host, so this comes before any command that gives the passcode).
+        for command in (("status",), ("backup", "switch", "Playout1")):
+            locked = pxcontrol(*command, "--director", at, "--show", str(tmp_path / "none"))
+            assert locked.returncode == 1, locked.stderr
+            assert "cannot read [director] of" in locked.stderr
+            locked = pxcontrol(*command, "--director", at, cwd=rig.folder.parent)
+            assert locked.returncode == 1, locked.stderr
+            assert (
+                "locked: the show sets director.passcode; give it with --passcode" in locked.stderr
+            )
+        # From the show's folder, as `pxcontrol run` would start it: port and passcode.
+        table = pxcontrol("status", cwd=tmp_path)
+        assert table.returncode == 0, table.stderr
+        assert f"director 127.0.0.1:{rig.osc_port}" in table.stdout
+        assert re.search(r"Playout1\s*│\s*dry", table.stdout), table.stdout
+        auto = pxcontrol("backup", "auto", "Playout1", "on", "--show", str(tmp_path))
+        assert auto.returncode == 1 and "Playout1 has no backup" in auto.stderr, auto.stderr
+        wrong = pxcontrol("status", "--director", at, "--passcode", "4321")
+        assert wrong.returncode == 1
+        assert "the director refused the passcode: badpass" in wrong.stderr
+    finally:
+        rig.close()

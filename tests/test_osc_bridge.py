@@ -268,9 +268,76 @@ async def test_passcode_unlocks_commands_per_sender(tmp_path):
         assert (await c.wait("/pxcontrol/reply/pxcontrol/connect")).params == ["ok", "connected"]
         c.command("/pxcontrol/backup/auto", "Playout1", 1)
         assert (await c.wait("/pxcontrol/reply/pxcontrol/backup/auto")).params[0] == "ok"
+        # A new passcode in the show (a reload) locks everyone who knew the old one.
+        (tmp_path / "show.toml").write_text(SHOW.replace("{extra}", 'passcode = "5678"'))
+        assert await director.reload()
+        c.command("/pxcontrol/backup/auto", "Playout1", 0)
+        reply = await c.wait("/pxcontrol/reply/pxcontrol/backup/auto")
+        assert reply.params == ["error", "locked: send /pxcontrol/connect <passcode> first"]
     finally:
         c.close()
         await director.stop()
+
+
+@pytest.mark.parametrize(
+    ("value", "answer"),
+    [
+        (1, ["ok", "automatic backup for Playout1 is on"]),
+        (0.0, ["ok", "automatic backup for Playout1 is off"]),
+        (False, ["ok", "automatic backup for Playout1 is off"]),
+        (0.4, ["error", "/pxcontrol/backup/auto takes a client name and 0 or 1"]),
+        (-1, ["error", "/pxcontrol/backup/auto takes a client name and 0 or 1"]),
+        (5, ["error", "/pxcontrol/backup/auto takes a client name and 0 or 1"]),
+        ("on", ["error", "/pxcontrol/backup/auto takes a client name and 0 or 1"]),
+    ],
+)
+async def test_automatic_backup_is_switched_by_exactly_0_or_1(
+    director: Director, console, value, answer
+):
+    c = console()
+    builder = OscMessageBuilder("/pxcontrol/backup/auto")
+    builder.add_arg("Playout1")
+    builder.add_arg(value)
+    c.send(builder.build().dgram)
+    assert (await c.wait("/pxcontrol/reply/pxcontrol/backup/auto")).params == answer
+    assert director.backup.auto_override.get("Playout1") == (
+        None if answer[0] == "error" else bool(value)
+    )
+
+
+async def test_a_port_sent_as_text_is_taken_and_anything_else_is_refused(
+    director: Director, console
+):
+    sender, listening = console(), console()
+    sender.command("/pxcontrol/subscribe", str(listening.port), "noecho")
+    reply = await listening.wait("/pxcontrol/reply/pxcontrol/subscribe")
+    assert reply.params == ["ok", f"subscribed 127.0.0.1:{listening.port} for 60 s"]
+    sender.command("/pxcontrol/subscribe", "noEcho")
+    reply = await listening.wait("/pxcontrol/reply/pxcontrol/subscribe")  # its copy
+    assert reply.params == [
+        "error",
+        "/pxcontrol/subscribe takes [port] and [\"noecho\"]; got 'noEcho'",
+    ]
+    sender.command("/pxcontrol/unsubscribe", "noecho")
+    reply = await listening.wait("/pxcontrol/reply/pxcontrol/unsubscribe")
+    assert reply.params == ["error", "/pxcontrol/unsubscribe takes [port]; got 'noecho'"]
+    assert len(director.osc.subscriptions) == 1
+
+
+async def test_a_tcp_subscription_lives_with_its_connection_and_says_so(director: Director):
+    reader, writer = await asyncio.open_connection("127.0.0.1", director.osc.port)
+    try:
+        writer.write(slip_encode(build("/pxcontrol/subscribe")))
+        await writer.drain()
+        frame = await asyncio.wait_for(reader.readuntil(b"\xc0"), 5)
+        if frame == b"\xc0":  # the leading END of the frame
+            frame = await asyncio.wait_for(reader.readuntil(b"\xc0"), 5)
+        reply = OscMessage(frame[:-1])
+        assert reply.params[0] == "ok" and reply.params[1].endswith(" while connected")
+        assert len(director.osc.subscriptions) == 1
+    finally:
+        writer.close()
+    await async_wait_for(lambda: not director.osc.subscriptions, 5, "the subscription to end")
 
 
 async def test_no_echo_to_the_console_that_made_the_change(director: Director, console):
@@ -296,6 +363,7 @@ async def test_a_subscription_lapses_without_renewal(director: Director, console
     await c.wait("/pxcontrol/reply/pxcontrol/subscribe")
     director.app.emit("client.online", client="Playout1", ip="127.0.0.11")
     await c.wait("/pxcontrol/client/Playout1/state")
+    assert (await c.wait("/pxcontrol/client/Playout1/late")).params == [0]
     now[0] += 61
     director.app.emit("client.offline", client="Playout1", ip="127.0.0.11")
     c.command("/pxcontrol/ping")
