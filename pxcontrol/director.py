@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from pxcontrol.app import App, LoadedShow, load_show
 from pxcontrol.backup import BackupManager
 from pxcontrol.events import Event
@@ -159,11 +161,25 @@ class Director:
             parts.append(f"clients added: {', '.join(added)}")
         if removed:
             parts.append(f"clients removed: {', '.join(removed)}")
+        changed = [
+            f"{c.name} ({', '.join(keys)})"
+            for c in new.clients
+            if (before := old.client(c.name)) is not None and (keys := _changed_keys(before, c))
+        ]
+        if changed:
+            parts.append(f"clients changed: {', '.join(changed)}")
+        if detection := _changed_keys(old.detection, new.detection):
+            parts.append(f"detection: {', '.join(detection)}")
         live = {"action_timeout", "allow", "passcode"}  # read afresh for every call or packet
+        now = [
+            f"director.{key}" for key in _changed_keys(old.director, new.director) if key in live
+        ]
+        if now:
+            parts.append(f"applied: {', '.join(now)}")  # names only: a passcode is not logged
         later = [
             f"director.{key}"
-            for key in type(new.director).model_fields
-            if key not in live and getattr(new.director, key) != getattr(old.director, key)
+            for key in _changed_keys(old.director, new.director)
+            if key not in live
         ]
         if new.osc.feedback != old.osc.feedback:
             later.append("osc.feedback")
@@ -203,6 +219,11 @@ class Director:
 
     def _persist(self, event: Event) -> None:
         self.store.append(event).add_done_callback(_log_failure)
+
+
+def _changed_keys(old: BaseModel, new: BaseModel) -> list[str]:
+    """The fields whose values differ, in the model's order."""
+    return [key for key in type(new).model_fields if getattr(old, key) != getattr(new, key)]
 
 
 class CannotListen(Exception):

@@ -241,3 +241,18 @@ async def test_a_reload_never_loses_or_changes_a_takeover(running: Running):
 async def test_detection_timing_changes_apply_at_once(running: Running):
     await running.edit(show_text("v1", running.port, extra="[detection]\noffline_after = 1.0\n"))
     assert running.director.live.timing.offline_after == 1.0
+
+
+async def test_the_reload_message_names_every_kind_of_change(running: Running):
+    text = (
+        show_text("v1", running.port, extra="[detection]\noffline_after = 1.0\n")
+        .replace("heartbeat_port = 0", 'heartbeat_port = 0\npasscode = "4711"\nosc_port = 9')
+        .replace('backup_for = ["127.0.0.11"]', 'backup_for = ["127.0.0.11"]\nauto_backup = true')
+    )
+    await running.edit(text)
+    message = running.events("show.reloaded")[-1].fields["message"]
+    assert "clients changed: Backup1 (auto_backup)" in message
+    assert "detection: offline_after" in message
+    assert "applied: director.passcode" in message
+    assert "restart the director to apply: director.osc_port" in message
+    assert "4711" not in message, "a passcode is never written into the log"
