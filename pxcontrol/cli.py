@@ -40,7 +40,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 ShowArg = Annotated[
     Path | None,
-    typer.Argument(help="show folder (with show.toml) or file; default ./show.toml, else the demo"),
+    typer.Argument(
+        metavar="SHOW",
+        help="show folder (with show.toml) or file; default ./show.toml, else the demo",
+    ),
 ]
 ShowOpt = Annotated[
     Path | None,
@@ -232,11 +235,14 @@ def modules(
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 def call(
-    action: Annotated[str, typer.Argument(help="ModuleName.ActionName, e.g. Log.Entry")],
+    action: Annotated[
+        str, typer.Argument(metavar="MODULE.ACTION", help="ModuleName.ActionName, e.g. Log.Entry")
+    ],
     args: Annotated[
         list[str] | None,
         typer.Argument(
-            help="key=value (values read as JSON where the type is not text), or in order"
+            metavar="ARGUMENTS",
+            help="key=value (values read as JSON where the type is not text), or in order",
         ),
     ] = None,
     show: ShowOpt = None,
@@ -405,7 +411,9 @@ def status(
 
 @backup_cli.command("switch")
 def backup_switch(
-    client: Annotated[str, typer.Argument(help="the playout client to take over")],
+    client: Annotated[
+        str, typer.Argument(metavar="CLIENT", help="the playout client to take over")
+    ],
     show: ShowOpt = None,
     director: DirectorOpt = None,
     passcode: PasscodeOpt = None,
@@ -420,9 +428,12 @@ def backup_switch(
 
 @backup_cli.command("move")
 def backup_move(
-    client: Annotated[str, typer.Argument(help="the playout client whose outputs move")],
+    client: Annotated[
+        str, typer.Argument(metavar="CLIENT", help="the playout client whose outputs move")
+    ],
     target: Annotated[
-        str | None, typer.Argument(help="where to; default back to the client itself")
+        str | None,
+        typer.Argument(metavar="TARGET", help="where to; default back to the client itself"),
     ] = None,
     show: ShowOpt = None,
     director: DirectorOpt = None,
@@ -437,8 +448,8 @@ def backup_move(
 
 @backup_cli.command("auto")
 def backup_auto(
-    client: Annotated[str, typer.Argument(help="the playout client")],
-    on: Annotated[str, typer.Argument(help="on or off")],
+    client: Annotated[str, typer.Argument(metavar="CLIENT", help="the playout client")],
+    on: Annotated[str, typer.Argument(metavar="on|off", help="on or off")],
     show: ShowOpt = None,
     director: DirectorOpt = None,
     passcode: PasscodeOpt = None,
