@@ -12,28 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import NOOP
+
 from pxcontrol.app import App, load_show
-
-NOOP = """
-from pxcontrol import Module, action, hookimpl
-
-class Noop(Module):
-    @action
-    async def nothing(self) -> None:
-        pass
-
-    @action
-    async def route(self, output: int, input: int) -> None:
-        pass
-
-@hookimpl
-def register_module_types(register):
-    register(Noop)
-"""
 
 
 def percentiles(samples: list[float]) -> str:

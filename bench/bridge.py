@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,27 +28,14 @@ from pathlib import Path
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_message_builder import build_msg
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import NOOP
+
 from pxcontrol.app import load_show
 from pxcontrol.director import Director
 from pxcontrol.osc_bridge import build
 from pxcontrol.osc_transport import Peer
-
-NOOP = """
-from pxcontrol import Module, action, hookimpl
-
-class Noop(Module):
-    @action
-    async def nothing(self) -> None:
-        pass
-
-    @action
-    async def route(self, output: int, input: int) -> None:
-        pass
-
-@hookimpl
-def register_module_types(register):
-    register(Noop)
-"""
 
 SHOW = """
 [modules.Dev]

@@ -69,7 +69,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ENV, PYTHON, interrupt_on_term, quantiles
+from _common import ENV, NOOP, PYTHON, interrupt_on_term, quantiles
 from failover import receive_buffer, udp_socket_stats
 
 from pxcontrol.osc_bridge import build
@@ -83,20 +83,6 @@ WIRE_ADDRESS = "/x"
 BENCH_BUFFER = 32 * 1024 * 1024
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not name it
 
-NOOP = """
-from pxcontrol import Module, action, hookimpl
-
-
-class Noop(Module):
-    @action
-    async def nothing(self) -> None:
-        pass
-
-
-@hookimpl
-def register_module_types(register):
-    register(Noop)
-"""
 
 SHOW = """
 [director]
