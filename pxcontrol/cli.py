@@ -357,6 +357,8 @@ def _director_of(
     try:
         settings = DirectorSettings.model_validate(read_show(path).data.get("director", {}))
     except (ShowInvalid, ValidationError):
+        if director is not None:  # told where: a passcode, if needed, is asked for by name
+            return director, passcode
         _error(
             f"cannot read [director] of {path}: run 'pxcontrol check {path}', or give --director"
         )

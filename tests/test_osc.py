@@ -208,9 +208,9 @@ def test_the_cli_finds_the_director_and_its_passcode_in_the_show(tmp_path):
         # Told where, without the passcode: refused, and told how to give it (the unlock is
         # per host, so this comes before any command that gives the passcode).
         for command in (("status",), ("backup", "switch", "Playout1")):
-            locked = pxcontrol(*command, "--director", at, "--show", str(tmp_path / "none"))
-            assert locked.returncode == 1, locked.stderr
-            assert "cannot read [director] of" in locked.stderr
+            nowhere = pxcontrol(*command, "--show", str(tmp_path / "none"))
+            assert nowhere.returncode == 1, nowhere.stderr
+            assert "cannot read [director] of" in nowhere.stderr
             locked = pxcontrol(*command, "--director", at, cwd=rig.folder.parent)
             assert locked.returncode == 1, locked.stderr
             assert (
