@@ -91,6 +91,12 @@ class Process:
         )
         return found[0]
 
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        """The exit code, once the process has ended and all its output is read."""
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -44,11 +45,52 @@ class Rig:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def start_director(self) -> Process:
-        self.director = Process(
+        """Start the director and wait for its show to load.
+
+        A port picked free can be taken by someone else before the director binds it
+        (another test suite on the machine): then new ports are picked and it is
+        started again, at most twice.
+        """
+        for attempt in range(3):
+            director = self._launch_director()
+            if director.of_kind("show.loaded"):
+                self.director = director
+                return director
+            if attempt < 2 and any("cannot listen on" in line for line in director.output):
+                self._new_ports()
+                continue
+            raise AssertionError(f"the director did not start: {director.output[-8:]}")
+        raise AssertionError("unreachable")
+
+    def _launch_director(self) -> Process:
+        """One start: the director once its show is loaded, or once it has exited."""
+        director = Process(
             ["run", str(self.folder), "--state", str(self.state), "--json-events"], self.env
         )
-        self.director.wait_event("show.loaded", timeout=30)
-        return self.director
+        wait_for(
+            lambda: director.of_kind("show.loaded") or director.proc.poll() is not None,
+            30,
+            f"show.loaded from run; last output: {director.output[-8:]}",
+        )
+        if not director.of_kind("show.loaded"):
+            director.wait_exit()
+        return director
+
+    def _new_ports(self) -> None:
+        """Pick the director's ports again and write them into the show file."""
+        show_file = self.folder / "show.toml"
+        text = show_file.read_text()
+        for key, kind in (
+            ("heartbeat_port", socket.SOCK_DGRAM),
+            ("osc_port", socket.SOCK_DGRAM),
+            ("http_port", socket.SOCK_STREAM),
+        ):
+            new = free_port(kind)
+            pattern = rf"(?m)^({key}\s*=\s*){getattr(self, key)}\b"
+            text, found = re.subn(pattern, rf"\g<1>{new}", text)
+            if found:
+                setattr(self, key, new)
+        show_file.write_text(text)
 
     def start_agent(self, name: str, ip: str, *extra: str) -> Process:
         agent = Process(

@@ -184,3 +184,23 @@ async def test_forged_replayed_and_malformed_heartbeats_never_keep_a_dead_client
     for reason in forged:
         assert live.drops[reason] > 0, f"{reason} was counted"
     assert real.boot == boot and seq <= real.seq < 10**6, "nothing forged was taken for the agent"
+
+
+def test_the_test_rig_picks_other_ports_when_one_was_taken_before_the_director_bound_it(
+    tmp_path,
+):
+    from pxcontrol.testing import Rig
+
+    rig = Rig(tmp_path, "[director]\nheartbeat_port = {heartbeat_port}\n")
+    taken = rig.osc_port
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", taken))  # someone else got there first
+    try:
+        director = rig.start_director()
+        loaded = director.of_kind("show.loaded")[0]
+        assert rig.osc_port != taken and loaded["osc_port"] == rig.osc_port
+        assert loaded["heartbeat_port"] == rig.heartbeat_port
+        assert f"osc_port = {rig.osc_port}" in (tmp_path / "show.toml").read_text()
+    finally:
+        squatter.close()
+        rig.close()
