@@ -279,12 +279,13 @@ class App:
 
     async def _stop_module(self, module: Module) -> None:
         starting = self._starting.pop(module.name, None)
-        if starting is not None:
+        if starting is not None:  # its start() never succeeded: there is nothing to stop()
             await cancel_and_wait([starting])
-        try:
-            await asyncio.wait_for(module.stop(), MODULE_STOP_TIMEOUT)
-        except Exception:
-            log.exception("module %s did not stop cleanly", module.name)
+        else:
+            try:
+                await asyncio.wait_for(module.stop(), MODULE_STOP_TIMEOUT)
+            except Exception:
+                log.exception("module %s did not stop cleanly", module.name)
         await module.stop_tasks()
 
     # --- actions ---

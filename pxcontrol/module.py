@@ -168,8 +168,12 @@ class Module:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.set_status(ModuleStatus.CONNECTION_FAILURE, _describe(exc))
-                failing = True
+                if self.status is ModuleStatus.OK:  # a connection that worked was lost
+                    self.set_status(ModuleStatus.DISCONNECTED, _describe(exc))
+                    failing = False
+                else:
+                    self.set_status(ModuleStatus.CONNECTION_FAILURE, _describe(exc))
+                    failing = True
             if loop.time() - began >= backoff.healthy_after:
                 next_delay = backoff.delays()
             await asyncio.sleep(next_delay())

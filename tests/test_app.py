@@ -30,6 +30,9 @@ class Device(Module):
         self.seen = []
         self.set_status(ModuleStatus.OK)
 
+    async def stop(self):
+        self.stopped_after = len(self.seen)  # set up by start(): would raise after a failed one
+
     @action
     async def ok(self, value: int = 1) -> int:
         self.seen.append(value)
@@ -232,6 +235,14 @@ async def test_wrong_calls_are_answered_not_raised(app: App, ref, args, message)
     assert app.events.of_kind("action.failed")[-1].fields["source"] == "osc"
 
 
+async def test_stop_is_not_called_for_a_module_whose_start_never_succeeded(write_show, caplog):
+    app = App(load_show(write_show(SHOW, {"device.py": DEVICE})))
+    await app.start()
+    with caplog.at_level(logging.ERROR, logger="pxcontrol"):
+        await app.stop()
+    assert "did not stop cleanly" not in caplog.text
+
+
 async def test_a_module_that_fails_to_start_is_reported_and_the_rest_run(app: App):
     broken = app.modules["Broken"]
     assert broken.status is ModuleStatus.UNKNOWN_ERROR
@@ -311,3 +322,45 @@ async def test_a_device_that_stays_away_is_one_status_not_a_flood_of_events(writ
     finally:
         await module.stop_tasks()
     assert [e.fields["status"] for e in events] == ["connecting", "connection_failure"]
+
+
+async def test_a_connection_that_worked_and_was_lost_says_disconnected_then_connecting(
+    write_show,
+):
+    from pxcontrol.module import Backoff, Module
+
+    attempts = []
+
+    class Projector(Module):
+        async def start(self):
+            self.spawn(self.maintain_connection(self.session, Backoff(first=0.005, maximum=0.01)))
+
+        async def session(self):
+            attempts.append(1)
+            if len(attempts) == 1:
+                self.set_status(ModuleStatus.OK)
+                raise ConnectionError("connection closed by the projector")  # lost mid-read
+            if len(attempts) < 4:
+                raise ConnectionRefusedError("nobody home")
+            self.set_status(ModuleStatus.OK)
+            await asyncio.sleep(3600)
+
+    app = App(load_show(write_show("")))
+    statuses = []
+    app.events.listen(
+        lambda e: statuses.append(e.fields["status"]) if e.kind == "module.status" else None
+    )
+    module = Projector("Projector", Module.Settings(), host=app)
+    await module.start()
+    try:
+        await async_wait_for(lambda: module.status is ModuleStatus.OK and len(attempts) == 4)
+    finally:
+        await module.stop_tasks()
+    assert statuses == [
+        "connecting",
+        "ok",
+        "disconnected",
+        "connecting",
+        "connection_failure",
+        "ok",
+    ]
