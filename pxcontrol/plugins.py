@@ -134,6 +134,20 @@ def load_dropins(
                 )
             )
             continue
+        unmarked = [
+            name
+            for name in _hook_names()
+            if callable(getattr(module, name, None))
+            and not hasattr(getattr(module, name), "pxcontrol_impl")
+        ]
+        if unmarked:  # without the mark pluggy ignores them: the types would just be missing
+            problems.append(
+                PluginProblem(
+                    source=str(path),
+                    message=f"defines {', '.join(unmarked)} without @hookimpl, so pxcontrol "
+                    "does not call it: put @hookimpl (from pxcontrol import hookimpl) above it",
+                )
+            )
         try:
             pm.register(module, name=str(path))
             pm.check_pending()  # a misspelt hook name would otherwise be ignored in silence
@@ -176,7 +190,9 @@ def _traceback_in(path: Path, exc: BaseException) -> str:
     """The traceback from the first frame in the user's file: our own import machinery is noise."""
     frames = traceback.extract_tb(exc.__traceback__)
     here = path.resolve()
-    start = next((i for i, f in enumerate(frames) if Path(f.filename).resolve() == here), 0)
+    start = next((i for i, f in enumerate(frames) if Path(f.filename).resolve() == here), None)
+    if start is None:  # a SyntaxError: no frame ran in the file; the message has its line
+        return "".join(traceback.format_exception_only(type(exc), exc))
     lines = traceback.format_list(frames[start:])
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)

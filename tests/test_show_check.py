@@ -273,6 +273,38 @@ def test_a_dropin_module_that_raises_on_import_is_reported_and_the_others_load(w
     assert "importlib" not in text, "our import machinery is not the user's problem"
 
 
+def test_a_syntax_error_in_a_dropin_points_at_its_line_and_nothing_else(write_show):
+    broken = GOOD_MODULE.replace("class Shutter(Module):", "class Shutter(Module)")
+    path = write_show(GOOD, {"shutter.py": broken})
+    (warning,) = [p for p in load_show(path).warnings if p.file and p.file.name == "shutter.py"]
+    text = str(warning)
+    assert "could not be loaded: SyntaxError" in text
+    assert re.search(r'File ".*shutter.py", line \d+', text)
+    assert "importlib" not in text and "plugins.py" not in text
+
+
+UNMARKED = """
+from pxcontrol import Module
+
+class Shutter(Module):
+    pass
+
+def register_module_types(register):
+    register(Shutter)
+"""
+
+
+def test_a_hook_without_hookimpl_is_reported_not_ignored(write_show):
+    path = write_show(GOOD + '\n[modules.Shutter]\ntype = "shutter"\n', {"shutter.py": UNMARKED})
+    code, output = check(path)
+    assert code == 1
+    assert "modules.Shutter.type: unknown module type 'shutter'" in output
+    assert (
+        "shutter.py: warning: defines register_module_types without @hookimpl, so pxcontrol "
+        "does not call it: put @hookimpl (from pxcontrol import hookimpl) above it"
+    ) in output
+
+
 def test_a_show_that_uses_the_broken_module_is_refused(write_show):
     text = GOOD + '\n[modules.Cam]\ntype = "broken"\n'
     path = write_show(text, {"broken.py": BROKEN_MODULE})
