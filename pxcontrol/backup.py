@@ -185,31 +185,44 @@ class BackupManager:
                 backup, transfer = self._choose_backup(playout)
             except Refused as refused:
                 return self._refuse(name, refused, trigger, by)
-            self.epoch += 1
-            self.placement[playout.name] = backup.name
-            await self._save()
-            event = {
-                "client": playout.name,
-                "backup": backup.name,
-                "outputs": list(transfer.outputs),
-                "live_inputs": list(transfer.live_inputs),
-                "unmatched": list(transfer.unmatched),
-                "reason": trigger,
-                "by": by,
-                "epoch": self.epoch,
-            }
-            await self._tell_agents(event)
-            self._emit("backup.activated", event)
-            await self._flush()  # the event log has it before the takeover is reported done
-            if transfer.unmatched:
-                self._emit(
-                    "alarm",
-                    client=playout.name,
-                    alarm="names mismatch",
-                    message=f"{', '.join(transfer.unmatched)} of {playout.name} have no "
-                    f"same-named counterpart on {backup.name} and were not transferred",
-                )
-            return Decision(True, f"{playout.name} is on {backup.name}", self.epoch)
+            return await self._activate(playout, backup, transfer, trigger, by)
+
+    async def _activate(
+        self, playout: ClientDecl, backup: ClientDecl, transfer: Transfer, trigger: str, by: str
+    ) -> Decision:
+        """Outputs go from home to a backup: a takeover, whether chosen or moved to."""
+        self.epoch += 1
+        self.placement[playout.name] = backup.name
+        await self._save()
+        event = {
+            "client": playout.name,
+            "backup": backup.name,
+            "outputs": list(transfer.outputs),
+            "live_inputs": list(transfer.live_inputs),
+            "unmatched": list(transfer.unmatched),
+            "reason": trigger,
+            "by": by,
+            "epoch": self.epoch,
+        }
+        await self._tell_agents(event)
+        self._emit("backup.activated", event)
+        await self._flush()  # the event log has it before the takeover is reported done
+        if transfer.unmatched:
+            self._emit(
+                "alarm",
+                client=playout.name,
+                alarm="names mismatch",
+                message=f"{', '.join(transfer.unmatched)} of {playout.name} have no "
+                f"same-named counterpart on {backup.name} and were not transferred",
+            )
+        return Decision(True, f"{playout.name} is on {backup.name}", self.epoch)
+
+    async def catch_up(self, seen: int) -> None:
+        """An agent follows epoch `seen`, newer than ours: the next decision goes past it."""
+        async with self.lock:
+            if seen > self.epoch:
+                self.epoch = seen
+                await self._save()
 
     async def move_to(self, name: str, target: str | None, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs from where they play now to `target` (default: home)."""
@@ -223,6 +236,9 @@ class BackupManager:
                 self._check_move(playout, to, source)
             except Refused as refused:
                 return self._refuse(name, refused, trigger, by, action="move")
+            if source == playout.name:  # from home to a backup: a takeover onto that one
+                transfer = Transfer.between(playout, to)
+                return await self._activate(playout, to, transfer, trigger, by)
             self.epoch += 1
             self.placement[playout.name] = to.name
             await self._save()

@@ -291,13 +291,16 @@ async def test_move_to_defaults_to_home(rig: Rig):
     assert moved["reason"] == "web" and moved["by"] == "operator" and moved["epoch"] == 2
 
 
-async def test_move_to_a_backup_from_home(rig: Rig):
-    decision = await rig.backup.move_to("Playout1", "Backup1", "osc")
+async def test_move_to_a_backup_from_home_is_a_takeover_onto_that_backup(rig: Rig):
+    decision = await rig.backup.move_to("Playout1", "Backup1", "osc", by="osc udp 10.0.0.40:9")
     assert decision.ok and decision.epoch == 1
+    assert decision.message == "Playout1 is on Backup1"
     assert rig.backup.plays_on("Playout1") == "Backup1"
-    (moved,) = rig.of("backup.moved")
-    assert moved["from"] == "Playout1" and moved["to"] == "Backup1"
-    assert moved["outputs"] == ["Output 1", "Output 2", "Cam 1"]
+    # The same event as a switch: on_backup and the router's mappings run.
+    (activated,) = rig.of("backup.activated")
+    assert activated["backup"] == "Backup1" and activated["reason"] == "osc"
+    assert activated["outputs"] + activated["live_inputs"] == ["Output 1", "Output 2", "Cam 1"]
+    assert rig.of("backup.moved") == []
 
 
 async def test_move_between_two_backups(store: StateStore):
@@ -316,7 +319,11 @@ async def test_every_successful_move_bumps_the_epoch_and_is_announced(rig: Rig):
     await rig.backup.move_to("Playout2", "Backup1", "manual")
     assert rig.backup.epoch == 3
     assert [epoch for epoch, _ in rig.announced] == [1, 2, 3]
-    assert [event["to"] for _, event in rig.announced] == ["Backup1", "Playout1", "Backup1"]
+    assert [e.get("to", e.get("backup")) for _, e in rig.announced] == [
+        "Backup1",
+        "Playout1",
+        "Backup1",
+    ]
 
 
 def assert_move_refused(rig: Rig, decision: Decision, reason: str, epoch: int) -> None:
@@ -739,3 +746,16 @@ async def test_plays_after_a_move_between_backups(store: StateStore):
     assert rig.backup.plays("Backup1") == {}
     assert rig.backup.plays("Backup2") == {"Playout1": ["Output 1"]}
     assert rig.backup.plays("Playout1") == {}
+
+
+async def test_a_move_from_home_that_leaves_outputs_behind_raises_the_names_alarm(
+    store: StateStore,
+):
+    saved = await store.open()
+    rig = Rig(make_show(PLAYOUT1, BACKUP1, BACKUP2), saved, store)
+    decision = await rig.backup.move_to("Playout1", "Backup2", "web")
+    assert decision.ok
+    (activated,) = rig.of("backup.activated")
+    assert activated["outputs"] == ["Output 1"] and activated["unmatched"]
+    (alarm,) = rig.of("alarm")
+    assert alarm["alarm"] == "names mismatch"
