@@ -80,6 +80,7 @@ class Director:
         bind = str(director.bind)
         port = director.heartbeat_port if self._heartbeat_port is None else self._heartbeat_port
         async with _listening(bind, port, "heartbeat_port"):
+            self.live.on_newer_epoch = self.backup.catch_up
             await self.live.start(bind, port, self.placement_for, self.backup.epoch)
         osc_port = director.osc_port if self._osc_port is None else self._osc_port
         async with _listening(bind, osc_port, "osc_port"):

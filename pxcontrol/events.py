@@ -19,7 +19,7 @@ KINDS: dict[str, str] = {
     "backup.moved": "outputs moved with 'move to'",
     "backup.failed": "a takeover or move could not happen",
     "backup.auto": "automatic backup was switched on or off for a client",
-    "alarm": "something needs the operator (mass-failure guard, backup busy)",
+    "alarm": "something needs the operator (mass failure, backup busy, backup lost, …)",
     "show.loaded": "the director started a show",
     "show.reloaded": "the show or a module file changed and the new version is live",
     "show.error": "a show or module file change was refused; the running show is unchanged",
@@ -115,7 +115,12 @@ class EventLog:
 
     def listen(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+
+        def unlisten() -> None:  # a second call is harmless
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unlisten
 
     def __iter__(self) -> Iterator[Event]:
         return iter(self._events)

@@ -54,6 +54,7 @@ class ClientLive:
     gpu: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     heard_at: float | None = None  # wall clock, for people
+    second_agents: set[str] = field(default_factory=set)  # runs refused: one alarm each
 
 
 class LiveSystems:
@@ -83,6 +84,9 @@ class LiveSystems:
         self._watcher: asyncio.Task[None] | None = None
         self._decisions: asyncio.Queue[tuple[str, bool, str]] = asyncio.Queue()
         self._decider: asyncio.Task[None] | None = None
+        self.on_newer_epoch: Callable[[int], Awaitable[None]] | None = None
+        self._newest_seen = 0
+        self._pending: set[asyncio.Task[None]] = set()
         self._placement: Callable[[str], Placement] | None = None
         self._epoch = 0
 
@@ -138,7 +142,7 @@ class LiveSystems:
         return self._transport.get_extra_info("sockname")[1]
 
     async def stop(self) -> None:
-        for task in (self._watcher, self._decider):
+        for task in (self._watcher, self._decider, *self._pending):
             if task is not None:
                 task.cancel()
         if self._transport is not None:
@@ -163,6 +167,8 @@ class LiveSystems:
         client.extra = beat.extra
         client.heard_at = time.time()
         self._apply(self.detector.heard(beat.name, now))
+        if beat.epoch > self._epoch and self.on_newer_epoch is not None:
+            self._newer_epoch(beat.name, beat.epoch)
         if (
             new_run
             or beat.epoch < self._epoch
@@ -188,12 +194,34 @@ class LiveSystems:
                 )
         elif beat.boot in client.old_boots:
             raise WireError("replay", f"{beat.name} heartbeat from an earlier run of its agent")
+        elif self._current_run_alive(beat.name, client):
+            # Two agents with one name on that machine: the one heard first stays the
+            # client's voice; a restarted agent comes after a silence, never alongside.
+            if beat.boot not in client.second_agents:
+                client.second_agents.add(beat.boot)
+                self._emit(
+                    "alarm",
+                    client=beat.name,
+                    alarm="second agent",
+                    message=f"a second agent reports as {beat.name} from {source[0]}: its "
+                    "heartbeats are ignored while the first one runs; stop one of them",
+                )
+            raise WireError("second_agent", f"a second agent reports as {beat.name}")
         else:
             if client.boot is not None:
                 client.old_boots.append(client.boot)
             client.boot = beat.boot
         client.seq = beat.seq
         return client
+
+    def _current_run_alive(self, name: str, client: ClientLive) -> bool:
+        """The run we follow was heard within two heartbeat intervals."""
+        last = self.detector.clients[name].last_heard
+        return (
+            client.boot is not None
+            and last is not None
+            and self._clock() - last < 2 * self.timing.heartbeat_interval
+        )
 
     def _drop(self, reason: str, message: str) -> None:
         self.drops[reason] += 1
@@ -246,6 +274,26 @@ class LiveSystems:
                 await self._on_offline(name, eligible, why_not)
             except Exception:
                 log.exception("deciding on %s offline failed", name)
+
+    def _newer_epoch(self, name: str, epoch: int) -> None:
+        """An agent follows a newer decision than any of ours: this director started on
+        other state (a fresh --state folder, another machine). Catch up, so that our
+        next decision outranks it, and say so; what plays is not changed by this."""
+        if epoch <= self._newest_seen:
+            return
+        self._newest_seen = epoch
+        self._emit(
+            "alarm",
+            client=name,
+            alarm="newer epoch",
+            message=f"{name}'s agent follows epoch {epoch}, newer than this director's "
+            f"{self._epoch}: the director started on other state (another --state folder?). "
+            "Check where outputs play; the next switch or move is followed again",
+        )
+        assert self.on_newer_epoch is not None
+        task = asyncio.get_running_loop().create_task(self.on_newer_epoch(epoch))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     # --- notices out ---
 

@@ -90,7 +90,7 @@ async def show(tmp_path) -> AsyncIterator[Show]:
     yield running
     for agent in running.agents.values():
         agent.kill()
-    await director.stop()
+    await running.director.stop()  # a test may have replaced it
 
 
 async def test_move_to_brings_the_outputs_home_only_when_home_is_online(show: Show):
@@ -204,3 +204,66 @@ def test_the_test_rig_picks_other_ports_when_one_was_taken_before_the_director_b
     finally:
         squatter.close()
         rig.close()
+
+
+async def test_a_director_on_fresh_state_catches_up_with_the_agents_epoch(show: Show, tmp_path):
+    show.agent("Playout1", "127.0.0.11")
+    backup_agent = show.agent("Backup1", "127.0.0.21")
+    await show.state("Playout1", ClientState.ONLINE)
+    await show.state("Backup1", ClientState.ONLINE)
+    first = show.director.backup
+    assert (await first.takeover("Playout1", "manual")).ok
+    assert (await first.move_to("Playout1", None, "manual")).ok  # the agents now follow epoch 2
+    await async_wait_for(lambda: backup_agent.of_kind("backup.moved"), what="the move")
+    await show.director.stop()
+
+    # The spare laptop: the same show, a state folder that knows nothing.
+    show.director = Director(
+        load_show(tmp_path / "show.toml"), tmp_path / "fresh", osc_port=0, http_port=0
+    )
+    await show.director.start()
+    await show.state("Playout1", ClientState.ONLINE)
+    await show.state("Backup1", ClientState.ONLINE)
+    await async_wait_for(lambda: show.kinds("alarm", alarm="newer epoch"), what="the alarm")
+    assert (
+        "follows epoch 2, newer than this director's 0"
+        in (show.kinds("alarm", alarm="newer epoch")[0].fields["message"])
+    )
+    await async_wait_for(lambda: show.director.backup.epoch == 2, what="the catch-up")
+    decision = await show.director.backup.takeover("Playout1", "manual")
+    assert decision.ok and decision.epoch == 3
+    # The agents follow it: before the catch-up they ignored the director's epoch 1.
+    await async_wait_for(
+        lambda: [e for e in backup_agent.of_kind("backup.activated") if e.get("epoch") == 3],
+        what="the backup agent taking over at epoch 3",
+    )
+
+
+async def test_a_second_agent_with_the_same_name_is_an_alarm_not_a_takeover(show: Show):
+    show.director.backup.auto_override["Playout1"] = True
+    show.agent("Playout1", "127.0.0.11")
+    show.agent("Backup1", "127.0.0.21")
+    await show.state("Playout1", ClientState.ONLINE)
+    await show.state("Backup1", ClientState.ONLINE)
+    second = Process(
+        [
+            "agent",
+            "--name",
+            "Playout1",
+            "--director",
+            f"127.0.0.1:{show.port}",
+            "--bind",
+            "127.0.0.11",
+            "--secret-file",
+            str(show.secret_file),
+        ]
+    )
+    try:
+        await async_wait_for(lambda: show.kinds("alarm", alarm="second agent"), what="the alarm")
+    finally:
+        second.kill()  # the intruder goes away; the first agent was never silent
+    heard = show.director.live.heartbeats
+    await async_wait_for(lambda: show.director.live.heartbeats > heard + 20, what="more beats")
+    assert show.director.live.state("Playout1") is ClientState.ONLINE
+    assert not show.kinds("client.offline") and not show.kinds("backup.activated")
+    assert len(show.kinds("alarm", alarm="second agent")) == 1
