@@ -101,6 +101,10 @@ class Detector:
             if watch.state is not ClientState.ONLINE:
                 if silence >= self.timing.offline_after:
                     watch.steady_since = None  # a returning client starts its run again
+                    if watch.state is ClientState.DRY:
+                        # Heard, then silent before it was steady: not "never heard" any
+                        # more, but offline (under the startup guard: it never was online).
+                        changes.extend(self._offline(watch, now))
                 continue
             if silence >= self.timing.offline_after:
                 changes.extend(self._offline(watch, now))

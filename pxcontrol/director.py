@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from pxcontrol.app import App, LoadedShow, load_show
 from pxcontrol.backup import BackupManager
+from pxcontrol.detection import ClientState
 from pxcontrol.events import Event
 from pxcontrol.heartbeat import Placement
 from pxcontrol.live import LiveSystems
@@ -62,6 +63,7 @@ class Director:
         self.watcher: ShowWatcher | None = None
         self._reloading = asyncio.Lock()
         self._refusal = ""
+        self._restored_check: asyncio.Task[None] | None = None
 
     @property
     def show(self):
@@ -101,6 +103,29 @@ class Director:
             osc_port=self.osc.port,
             web_port=self.web.port,
         )
+        if moved:
+            self._restored_check = asyncio.get_running_loop().create_task(
+                self._check_restored(moved), name="check restored takeovers"
+            )
+
+    async def _check_restored(self, moved: dict[str, str]) -> None:
+        """Outputs restored onto a backup that nobody hears: say so, once the backup had
+        the time to come online."""
+        timing = self.live.timing
+        await asyncio.sleep(timing.offline_after + timing.online_after)
+        assert self.backup is not None
+        for playout, backup in moved.items():
+            if self.backup.plays_on(playout) != backup:
+                continue  # moved since
+            if self.live.state(backup) is not ClientState.ONLINE:
+                self.app.emit(
+                    "alarm",
+                    client=backup,
+                    alarm="backup lost",
+                    message=f"backup {backup} plays the outputs of {playout} (restored at "
+                    f"start) but is {self.live.state(backup)}: check it, or move "
+                    f"{playout}'s outputs",
+                )
 
     def watch(self) -> ShowWatcher:
         """Pick up saved edits of the show file and its modules folder from now on."""
@@ -189,6 +214,8 @@ class Director:
         return "; ".join(parts)
 
     async def stop(self) -> None:
+        if self._restored_check is not None:
+            self._restored_check.cancel()
         await self.web.stop()  # first: open pages hear that the director stops
         if self.watcher is not None:
             await self.watcher.stop()

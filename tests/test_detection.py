@@ -99,8 +99,11 @@ def test_a_client_never_seen_online_is_not_eligible_for_automatic_takeover():
     clock.run(1.0, {"A", "B"})  # A reports for a second, never long enough to be online
     clock.changes.clear()
     clock.run(1.0, {"B"})
-    assert clock.detector.clients["A"].state is ClientState.DRY
-    assert clock.kinds("A") == [], "a dry client that stops is still dry, not offline"
+    # Heard, then silent: offline (not "never heard"), and under the startup guard.
+    assert clock.detector.clients["A"].state is ClientState.OFFLINE
+    (offline,) = [c for c in clock.changes if c.client == "A"]
+    assert offline.kind == "offline" and not offline.eligible
+    assert offline.why_not.startswith("startup guard")
 
 
 def test_startup_guard_after_the_client_came_back_once():

@@ -267,3 +267,25 @@ async def test_a_second_agent_with_the_same_name_is_an_alarm_not_a_takeover(show
     assert show.director.live.state("Playout1") is ClientState.ONLINE
     assert not show.kinds("client.offline") and not show.kinds("backup.activated")
     assert len(show.kinds("alarm", alarm="second agent")) == 1
+
+
+async def test_a_restored_takeover_onto_a_backup_nobody_hears_is_an_alarm(show: Show, tmp_path):
+    show.agent("Playout1", "127.0.0.11")
+    show.agent("Backup1", "127.0.0.21")
+    await show.state("Playout1", ClientState.ONLINE)
+    await show.state("Backup1", ClientState.ONLINE)
+    assert (await show.director.backup.takeover("Playout1", "manual")).ok
+    await show.director.stop()
+    show.agents["Backup1"].kill()  # the backup died with the director
+
+    show.director = Director(
+        load_show(tmp_path / "show.toml"), tmp_path / "state", osc_port=0, http_port=0
+    )
+    await show.director.start()
+    assert show.kinds("show.loaded")[-1].fields["restored"] == "Playout1 on Backup1"
+    (alarm,) = await async_wait_for(lambda: show.kinds("alarm", alarm="backup lost"), 5)
+    assert alarm.fields["message"] == (
+        "backup Backup1 plays the outputs of Playout1 (restored at start) but is dry: "
+        "check it, or move Playout1's outputs"
+    )
+    assert show.director.live.state("Playout1") is ClientState.ONLINE  # it was not the lost one
