@@ -77,6 +77,7 @@ class BackupManager:
         self._emit = emit
         self._announce = announce
         self.lock = asyncio.Lock()
+        self.waiting: set[str] = set()  # offline, automatic, no backup was ready
 
     # --- a reloaded show ---
 
@@ -310,7 +311,32 @@ class BackupManager:
                 name, Refused(reason, f"no automatic takeover of {name}: {why_not}"), "auto"
             )
             return
-        await self.takeover(name, "auto", by="detector")
+        decision = await self.takeover(name, "auto", by="detector")
+        if not decision.ok and self._blocked_by_backup(name):
+            self.waiting.add(name)  # taken over as soon as a backup can: see retry_waiting()
+
+    def _blocked_by_backup(self, name: str) -> bool:
+        try:
+            self._choose_backup(self.client(name))
+        except Refused as refused:
+            return refused.reason in ("backup offline", "backup busy")
+        return False
+
+    async def retry_waiting(self) -> None:
+        """A client came online or a backup was freed: take over, automatically, the
+        offline clients whose automatic takeover found no backup ready."""
+        for name in sorted(self.waiting):
+            if (
+                self._state_of(name) is not ClientState.OFFLINE
+                or self.plays_on(name) != name
+                or not self.wants_takeover(name)
+            ):
+                self.waiting.discard(name)  # back, taken over by hand, or switched off
+                continue
+            if self._blocked_by_backup(name):
+                continue  # still none ready: no new backup.failed for each retry
+            self.waiting.discard(name)
+            await self.takeover(name, "auto", by="detector: a backup is ready again")
 
     # --- rules ---
 

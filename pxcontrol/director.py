@@ -64,6 +64,7 @@ class Director:
         self._reloading = asyncio.Lock()
         self._refusal = ""
         self._restored_check: asyncio.Task[None] | None = None
+        self._retries: set[asyncio.Task[None]] = set()
 
     @property
     def show(self):
@@ -73,6 +74,7 @@ class Director:
         saved = await self.store.open()
         self.app.events.restore(saved.events)
         self.app.events.listen(self._persist)
+        self.app.events.listen(self._maybe_retry)
         self.backup = BackupManager(
             self.show, saved, self.store, self.live.state, self.app.emit, self.live.announce
         )
@@ -221,6 +223,7 @@ class Director:
             await self.watcher.stop()
         await self.osc.stop()
         await self.live.stop()
+        await cancel_and_wait(self._retries)
         await cancel_and_wait(self.mappings.running, timeout=2.0)
         await self.app.stop()
         await self.store.close()
@@ -244,6 +247,17 @@ class Director:
     async def _client_offline(self, name: str, eligible: bool, why_not: str) -> None:
         assert self.backup is not None
         await self.backup.client_offline(name, eligible, why_not)
+
+    def _maybe_retry(self, event: Event) -> None:
+        """A client online, or a backup freed: an automatic takeover that waited may go."""
+        if self.backup is None or not self.backup.waiting:
+            return
+        if event.kind in ("client.online", "backup.moved"):
+            task = asyncio.get_running_loop().create_task(
+                self.backup.retry_waiting(), name="retry automatic takeovers"
+            )
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
 
     def _persist(self, event: Event) -> None:
         self.store.append(event).add_done_callback(_log_failure)

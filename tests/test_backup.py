@@ -759,3 +759,30 @@ async def test_a_move_from_home_that_leaves_outputs_behind_raises_the_names_alar
     assert activated["outputs"] == ["Output 1"] and activated["unmatched"]
     (alarm,) = rig.of("alarm")
     assert alarm["alarm"] == "names mismatch"
+
+
+async def test_an_automatic_takeover_refused_as_busy_goes_when_the_backup_is_freed(rig: Rig):
+    rig.backup.auto_override["Playout1"] = True
+    assert (await rig.backup.takeover("Playout2", "manual")).ok  # Backup1 carries Playout2
+    rig.states["Playout1"] = ClientState.OFFLINE
+    await rig.backup.client_offline("Playout1", True, "")
+    assert [f["reason"] for f in rig.of("backup.failed")] == ["backup busy"]
+    assert rig.backup.waiting == {"Playout1"}
+    await rig.backup.retry_waiting()  # nothing freed yet: no second refusal
+    assert len(rig.of("backup.failed")) == 1 and rig.backup.plays_on("Playout1") == "Playout1"
+    assert (await rig.backup.move_to("Playout2", None, "manual")).ok  # Backup1 is free
+    await rig.backup.retry_waiting()
+    assert rig.backup.plays_on("Playout1") == "Backup1" and rig.backup.waiting == set()
+    assert rig.of("backup.activated")[-1]["reason"] == "auto"
+
+
+async def test_a_waiting_client_that_comes_back_is_not_taken_over(rig: Rig):
+    rig.backup.auto_override["Playout1"] = True
+    rig.states["Backup1"] = ClientState.OFFLINE
+    rig.states["Playout1"] = ClientState.OFFLINE
+    await rig.backup.client_offline("Playout1", True, "")
+    assert rig.backup.waiting == {"Playout1"}
+    rig.states["Playout1"] = ClientState.ONLINE  # it recovered before its backup did
+    rig.states["Backup1"] = ClientState.ONLINE
+    await rig.backup.retry_waiting()
+    assert rig.backup.plays_on("Playout1") == "Playout1" and rig.backup.waiting == set()

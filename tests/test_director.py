@@ -289,3 +289,27 @@ async def test_a_restored_takeover_onto_a_backup_nobody_hears_is_an_alarm(show: 
         "check it, or move Playout1's outputs"
     )
     assert show.director.live.state("Playout1") is ClientState.ONLINE  # it was not the lost one
+
+
+async def test_an_automatic_takeover_that_found_no_backup_happens_when_one_is_back(show: Show):
+    show.director.backup.auto_override["Playout1"] = True
+    show.agent("Playout1", "127.0.0.11")
+    show.agent("Backup1", "127.0.0.21")
+    await show.state("Playout1", ClientState.ONLINE)
+    await show.state("Backup1", ClientState.ONLINE)
+    show.agents["Backup1"].kill()
+    await show.state("Backup1", ClientState.OFFLINE)
+    show.agents["Playout1"].kill()  # and now the playout: its outputs are dark
+    await async_wait_for(
+        lambda: show.kinds("backup.failed", client="Playout1", reason="backup offline"),
+        what="the refused automatic takeover",
+    )
+    assert show.director.backup.plays_on("Playout1") == "Playout1"
+    backup_agent = show.agent("Backup1", "127.0.0.21")  # the backup machine is back
+    (activated,) = await async_wait_for(
+        lambda: show.kinds("backup.activated", client="Playout1"), 10, "the late takeover"
+    )
+    assert activated.fields["reason"] == "auto"
+    assert activated.fields["by"] == "detector: a backup is ready again"
+    await async_wait_for(lambda: backup_agent.of_kind("backup.activated"), what="the agent")
+    assert len(show.kinds("backup.failed", client="Playout1")) == 1
