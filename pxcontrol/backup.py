@@ -308,7 +308,10 @@ class BackupManager:
         if not eligible:
             reason = "mass failure guard" if "mass failure" in why_not else "startup guard"
             self._refuse(
-                name, Refused(reason, f"no automatic takeover of {name}: {why_not}"), "auto"
+                name,
+                Refused(reason, f"no automatic takeover of {name}: {why_not}"),
+                "auto",
+                by="detector",
             )
             return
         decision = await self.takeover(name, "auto", by="detector")

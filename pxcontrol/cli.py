@@ -364,6 +364,11 @@ def _director_of(
         )
         raise typer.Exit(1) from None
     if director is None:
+        if path == DEMO_SHOW:
+            _warning(
+                "no show.toml here: talking to the built-in demo's director; "
+                "give --show or --director for another show"
+            )
         host = ip_address(str(settings.bind))
         if host.is_unspecified:  # 0.0.0.0 or ::: this machine answers on loopback
             host = ip_address("::1" if host.version == 6 else "127.0.0.1")

@@ -155,6 +155,10 @@ class Director:
                 self._refusal = f"{self.loaded.path}: error: {refusal}"
                 return False
             message = await self._apply(loaded)
+            for warning in loaded.warnings:  # what `check` would warn about, said here too
+                log.warning("%s", warning)
+            if loaded.warnings:
+                message += f"; {len(loaded.warnings)} warning(s), see the director's log"
             self._refusal = ""
             self.app.emit("show.reloaded", file=str(loaded.path), message=message)
             return True

@@ -218,8 +218,13 @@ def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
                 _check_pair(target, backup, ("clients", i), report)
 
 
+def _gpu(name: str) -> str:
+    """A GPU name as compared: case and spacing are how it was typed, not another GPU."""
+    return " ".join(name.lower().split())
+
+
 def _check_pair(playout: ClientDecl, backup: ClientDecl, path: tuple, report: Reporter) -> None:
-    if playout.gpu and backup.gpu and playout.gpu != backup.gpu:
+    if playout.gpu and backup.gpu and _gpu(playout.gpu) != _gpu(backup.gpu):
         report.error(
             (*path, "gpu"),
             f"GPU {backup.gpu!r} differs from {playout.name}'s {playout.gpu!r}",

@@ -205,3 +205,14 @@ def test_the_demo_stopped_with_sigterm_leaves_no_process_behind():
             wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, f"{pid} to end")
     finally:
         demo.kill()
+
+
+def test_commands_to_a_director_say_when_they_fall_back_to_the_demo(tmp_path, monkeypatch, capsys):
+    from pxcontrol.cli import _director_of
+
+    monkeypatch.chdir(tmp_path)  # no show.toml here
+    assert _director_of(None, None, None) == ("127.0.0.1:7400", None)
+    assert "no show.toml here: talking to the built-in demo's director" in capsys.readouterr().err
+    (tmp_path / "show.toml").write_text('[director]\nosc_port = 17999\npasscode = "1"\n')
+    assert _director_of(None, None, None) == ("127.0.0.1:17999", "1")
+    assert "demo" not in capsys.readouterr().err

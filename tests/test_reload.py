@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -256,3 +257,16 @@ async def test_the_reload_message_names_every_kind_of_change(running: Running):
     assert "applied: director.passcode" in message
     assert "restart the director to apply: director.osc_port" in message
     assert "4711" not in message, "a passcode is never written into the log"
+
+
+async def test_a_reload_says_what_check_would_warn_about(running: Running, caplog):
+    lonely = '\n[[clients]]\nname = "Playout9"\nip = "127.0.0.19"\noutputs = ["Output 9"]\n'
+    with caplog.at_level(logging.WARNING, logger="pxcontrol"):
+        text = show_text("v1", running.port, extra=lonely)
+        text = text.replace(
+            'backup_for = ["127.0.0.11"]', 'backup_for = ["127.0.0.11", "127.0.0.19"]'
+        )
+        await running.edit(text)  # Output 9 has no counterpart on Backup1: a warning
+    message = running.events("show.reloaded")[-1].fields["message"]
+    assert "clients added: Playout9" in message and "warning(s), see the director's log" in message
+    assert "Playout9" in caplog.text

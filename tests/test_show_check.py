@@ -361,3 +361,9 @@ def test_a_duplicate_address_is_reported_once_without_a_wrong_second_error(write
         load_show(path)
     messages = [p.message for p in info.value.problems if p.severity is Severity.ERROR]
     assert messages == ["10.0.0.11 is also the address of client 'Playout1'"]
+
+
+def test_gpu_names_that_differ_only_in_case_and_spacing_are_the_same_gpu(write_show):
+    path = write_show(GOOD.replace('gpu = "NVIDIA RTX A6000"', 'gpu = "nvidia  rtx a6000"', 1))
+    assert GOOD.count('gpu = "NVIDIA RTX A6000"') == 2
+    load_show(path)  # no error
