@@ -72,6 +72,13 @@ class Show:
             if e.kind == kind and all(e.fields.get(k) == v for k, v in fields.items())
         ]
 
+    async def both_online(self) -> tuple[Process, Process]:
+        """Agents for Playout1 and Backup1, both online at the director."""
+        agents = self.agent("Playout1", "127.0.0.11"), self.agent("Backup1", "127.0.0.21")
+        await self.state("Playout1", ClientState.ONLINE)
+        await self.state("Backup1", ClientState.ONLINE)
+        return agents
+
     async def state(self, name: str, state: ClientState) -> None:
         await async_wait_for(
             lambda: self.director.live.state(name) is state, what=f"{name} {state}"
@@ -94,10 +101,7 @@ async def show(tmp_path) -> AsyncIterator[Show]:
 
 
 async def test_move_to_brings_the_outputs_home_only_when_home_is_online(show: Show):
-    show.agent("Playout1", "127.0.0.11")
-    backup_agent = show.agent("Backup1", "127.0.0.21")
-    await show.state("Playout1", ClientState.ONLINE)
-    await show.state("Backup1", ClientState.ONLINE)
+    _, backup_agent = await show.both_online()
     backup = show.director.backup
     assert backup is not None
 
@@ -207,10 +211,7 @@ def test_the_test_rig_picks_other_ports_when_one_was_taken_before_the_director_b
 
 
 async def test_a_director_on_fresh_state_catches_up_with_the_agents_epoch(show: Show, tmp_path):
-    show.agent("Playout1", "127.0.0.11")
-    backup_agent = show.agent("Backup1", "127.0.0.21")
-    await show.state("Playout1", ClientState.ONLINE)
-    await show.state("Backup1", ClientState.ONLINE)
+    _, backup_agent = await show.both_online()
     first = show.director.backup
     assert (await first.takeover("Playout1", "manual")).ok
     assert (await first.move_to("Playout1", None, "manual")).ok  # the agents now follow epoch 2
@@ -241,10 +242,7 @@ async def test_a_director_on_fresh_state_catches_up_with_the_agents_epoch(show: 
 
 async def test_a_second_agent_with_the_same_name_is_an_alarm_not_a_takeover(show: Show):
     show.director.backup.auto_override["Playout1"] = True
-    show.agent("Playout1", "127.0.0.11")
-    show.agent("Backup1", "127.0.0.21")
-    await show.state("Playout1", ClientState.ONLINE)
-    await show.state("Backup1", ClientState.ONLINE)
+    await show.both_online()
     second = Process(
         [
             "agent",
@@ -270,10 +268,7 @@ async def test_a_second_agent_with_the_same_name_is_an_alarm_not_a_takeover(show
 
 
 async def test_a_restored_takeover_onto_a_backup_nobody_hears_is_an_alarm(show: Show, tmp_path):
-    show.agent("Playout1", "127.0.0.11")
-    show.agent("Backup1", "127.0.0.21")
-    await show.state("Playout1", ClientState.ONLINE)
-    await show.state("Backup1", ClientState.ONLINE)
+    await show.both_online()
     assert (await show.director.backup.takeover("Playout1", "manual")).ok
     await show.director.stop()
     show.agents["Backup1"].kill()  # the backup died with the director
@@ -293,10 +288,7 @@ async def test_a_restored_takeover_onto_a_backup_nobody_hears_is_an_alarm(show: 
 
 async def test_an_automatic_takeover_that_found_no_backup_happens_when_one_is_back(show: Show):
     show.director.backup.auto_override["Playout1"] = True
-    show.agent("Playout1", "127.0.0.11")
-    show.agent("Backup1", "127.0.0.21")
-    await show.state("Playout1", ClientState.ONLINE)
-    await show.state("Backup1", ClientState.ONLINE)
+    await show.both_online()
     show.agents["Backup1"].kill()
     await show.state("Backup1", ClientState.OFFLINE)
     show.agents["Playout1"].kill()  # and now the playout: its outputs are dark
