@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message import ParseError as MessageParseError
-from pythonosc.osc_packet import OscPacket, ParseError
 
 from pxcontrol.actions import TooManyArguments, arguments_from_list
 from pxcontrol.app import ActionRecord
 from pxcontrol.events import Event
+from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message, unsupported_type
 from pxcontrol.osc_transport import OscServers, Peer, frame
 from pxcontrol.show import FeedbackTarget
 from pxcontrol.tasks import cancel_and_wait
@@ -134,35 +133,27 @@ class OscBridge:
         self.counts["packets"] += 1
         if not self._allowed(peer):
             return
-        if malformed_bundle(data):
+        try:
+            datagrams = message_datagrams(data)
+        except Malformed:
             self.counts["malformed"] += 1
             return
-        unsupported = unsupported_type(data)
-        if unsupported is not None:
-            # python-osc would drop such an argument in silence and shift the rest.
-            self.counts["unsupported_type"] += 1
-            address, tag = unsupported
-            self._reply(
-                peer,
-                address,
-                error=f"argument type {tag!r} is not supported: send int (i), float (f), "
-                "string (s) or true/false (T/F)",
-            )
-            return
+        for datagram in datagrams:  # a bundle runs whole or not at all
+            unsupported = unsupported_type(datagram)
+            if unsupported is not None:
+                # python-osc would drop such an argument in silence and shift the rest.
+                self.counts["unsupported_type"] += 1
+                address, tag = unsupported
+                self._reply(
+                    peer,
+                    address,
+                    error=f"argument type {tag!r} is not supported: send int (i), float (f), "
+                    "string (s) or true/false (T/F)",
+                )
+                return
         try:
-            if data[:1] == b"/":  # a plain message: skip the packet wrapper, half a µs each
-                messages = [OscMessage(data)]
-            else:
-                messages = [timed.message for timed in OscPacket(data).messages]
-        except (
-            ParseError,
-            MessageParseError,
-            IndexError,
-            ValueError,
-            TypeError,
-            OverflowError,
-            UnicodeError,
-        ):
+            messages = [parse_message(datagram) for datagram in datagrams]
+        except Malformed:
             self.counts["malformed"] += 1
             return
         for message in messages:
@@ -510,63 +501,6 @@ def pushes_for(event: Event) -> list[bytes]:
             build(f"{PREFIX}/module/{module}/status", str(f.get("status")), str(f.get("message")))
         ]
     return []
-
-
-MAX_NESTING = 8  # bundles in bundles: no console nests deeper
-
-
-def malformed_bundle(packet: bytes, depth: int = 0) -> bool:
-    """A bundle whose framing python-osc must not see.
-
-    An element size that is negative sends python-osc's bundle parser back to
-    where it started, for ever (20 bytes hang the loop); one that is zero or runs
-    past the end, or bundles nested deeper than MAX_NESTING, are refused as well.
-    """
-    if not packet.startswith(b"#bundle\0"):
-        return False
-    if depth >= MAX_NESTING or len(packet) < 16:
-        return True
-    at = 16  # "#bundle\0" and the time tag
-    while at < len(packet):
-        size = int.from_bytes(packet[at : at + 4], "big", signed=True)
-        end = at + 4 + size
-        if at + 4 > len(packet) or size <= 0 or end > len(packet):
-            return True
-        if malformed_bundle(packet[at + 4 : end], depth + 1):
-            return True
-        at = end
-    return False
-
-
-SUPPORTED_TYPES = frozenset("ifdsbhtTFNmr")
-
-
-def unsupported_type(packet: bytes, depth: int = 0) -> tuple[str, str] | None:
-    """(address, type tag) of the first argument python-osc cannot decode, if any.
-
-    Walks bundles too. Anything malformed is left for the real parser to report.
-    """
-    if packet.startswith(b"#bundle\0") and depth < 8:
-        at = 16
-        while at + 4 <= len(packet):
-            size = int.from_bytes(packet[at : at + 4], "big")
-            found = unsupported_type(packet[at + 4 : at + 4 + size], depth + 1)
-            if found is not None:
-                return found
-            at += 4 + size
-        return None
-    end = packet.find(b"\0")
-    if end <= 0:
-        return None
-    tags_at = (end + 4) & ~3
-    if packet[tags_at : tags_at + 1] != b",":
-        return None
-    tags_end = packet.find(b"\0", tags_at)
-    tags = packet[tags_at + 1 : tags_end if tags_end != -1 else None]
-    for tag in tags.decode("ascii", "replace"):
-        if tag not in SUPPORTED_TYPES:
-            return packet[:end].decode("ascii", "replace"), tag
-    return None
 
 
 async def _decided(decision: Awaitable[Any]) -> tuple[bool, str]:

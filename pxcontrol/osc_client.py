@@ -7,9 +7,9 @@ import socket
 from typing import Any
 
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_packet import OscPacket, ParseError
 
-from pxcontrol.osc_bridge import PREFIX, build, malformed_bundle
+from pxcontrol.osc_bridge import PREFIX, build
+from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message
 
 
 class NoAnswer(Exception):
@@ -25,12 +25,10 @@ class _Inbox(asyncio.DatagramProtocol):
         self.messages: asyncio.Queue[OscMessage] = asyncio.Queue()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if malformed_bundle(data):
-            return
         try:
-            for timed in OscPacket(data).messages:
-                self.messages.put_nowait(timed.message)
-        except ParseError:
+            for datagram in message_datagrams(data):
+                self.messages.put_nowait(parse_message(datagram))
+        except Malformed:
             pass
 
 
