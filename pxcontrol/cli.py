@@ -399,9 +399,12 @@ def status(
     show: ShowOpt = None, director: DirectorOpt = None, passcode: PasscodeOpt = None
 ) -> None:
     """Show every client of a running director: state, where its outputs play, CPU, memory."""
-    director, passcode = _director_of(show, director, passcode)
-    rows = _ask(show, director, passcode, lambda link: link.status())
-    table = Table(title=f"director {director}")
+
+    async def rows_of(link):
+        return f"{link.host}:{link.port}", await link.status()
+
+    where, rows = _ask(show, director, passcode, rows_of)
+    table = Table(title=f"director {where}")
     for column in ("client", "state", "outputs play on", "cpu %", "memory %"):
         table.add_column(column)
     colours = {"online": "green", "offline": "red", "dry": "dim"}
