@@ -344,7 +344,7 @@ class App:
         try:
             module, spec = self.resolve(ref)
             kwargs = spec.validate(record.args)
-            if self._starting and module.name in self._starting:
+            if module.name in self._starting:
                 raise LookupError(
                     f"{ref}: module {module.name} is not running ({module.status_message}); "
                     "its start is retried until the device answers"

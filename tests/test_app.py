@@ -171,7 +171,7 @@ async def test_stopping_answers_the_actions_still_running_and_ends_them(write_sh
     app.start_action("Dev.Hang", timeout=60, then=answers.append)
     app.start_action("Dev.Stubborn", timeout=60, then=answers.append)  # swallows cancellation
     waiting = app.begin_action("Dev.Hang", timeout=60)
-    await asyncio.sleep(0.05)  # all three are running
+    await asyncio.sleep(0)  # one loop round: each action has started and is waiting
     await asyncio.wait_for(app.stop(), 10)
     assert sorted(r.error for r in answers) == [
         "Dev.Hang was cancelled: the show is stopping",
