@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxcontrol.datagrams import DatagramSocket
 from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
 from pxcontrol.heartbeat import (
     HEARTBEAT,
@@ -80,7 +81,7 @@ class LiveSystems:
         self._secret = secret
         self._clock = clock
         self._auto_for = auto_for
-        self._transport: asyncio.DatagramTransport | None = None
+        self._socket: DatagramSocket | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._decisions: asyncio.Queue[tuple[str, bool, str]] = asyncio.Queue()
         self._decider: asyncio.Task[None] | None = None
@@ -132,21 +133,22 @@ class LiveSystems:
         sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_DGRAM)
         raise_receive_buffer(sock, RECEIVE_BUFFER)  # past the system's cap where we may
         sock.bind((bind, port))
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), sock=sock)
+        self._socket = DatagramSocket(sock, self.datagram)  # a bad packet is logged, not fatal
+        self._socket.start()
         self._watcher = loop.create_task(self._watch(), name="detector")
         self._decider = loop.create_task(self._decide(), name="offline decisions")
 
     @property
     def port(self) -> int:
-        assert self._transport is not None
-        return self._transport.get_extra_info("sockname")[1]
+        assert self._socket is not None
+        return self._socket.sock.getsockname()[1]
 
     async def stop(self) -> None:
         for task in (self._watcher, self._decider, *self._pending):
             if task is not None:
                 task.cancel()
-        if self._transport is not None:
-            self._transport.close()
+        if self._socket is not None:
+            self._socket.close()
 
     # --- heartbeats in ---
 
@@ -305,23 +307,9 @@ class LiveSystems:
                 self._send_placement(client, event)
 
     def _send_placement(self, client: ClientLive, event: dict | None = None) -> None:
-        if self._transport is None or self._placement is None or client.address is None:
+        if self._socket is None or self._placement is None or client.address is None:
             return
         notice = self._placement(client.name)
         if event is not None:
             notice = notice.model_copy(update={"event": event})
-        self._transport.sendto(encode(PLACEMENT, notice, self._secret), client.address)
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, live: LiveSystems) -> None:
-        self.live = live
-
-    def datagram_received(self, data: bytes, addr: tuple[str, Any]) -> None:
-        try:
-            self.live.datagram(data, (addr[0], addr[1]))
-        except Exception:  # the receiver must outlive any one bad packet
-            log.exception("heartbeat handling failed")
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("heartbeat socket: %s", exc)
+        self._socket.sendto(encode(PLACEMENT, notice, self._secret), client.address)
