@@ -170,3 +170,111 @@ def test_fast_profile_detects_within_offline_after_and_a_tick():
     (offline,) = [c for c in clock.changes if c.kind == "offline"]
     assert offline.at - silent_from <= fast.offline_after + clock.detector.check_every + 1e-6
     assert fast.late_after == pytest.approx(0.07)
+
+
+# --- the director's own stalls and clock jumps (issue: never disarmed silently) ---
+
+
+def test_every_client_silent_in_one_check_is_judged_not_a_crash():
+    """The fault review's reproduction: every online client silent at the first check
+    after a pause once divided by zero and ended detection for good."""
+    d = Detector.for_clients(Timing(0.1, 0.5, 3.0, 0.5), ["Playout1", "Backup1"])
+    t = 0.0
+    while t < 3.2:
+        d.heard("Playout1", t)
+        d.heard("Backup1", t + 0.05)
+        t += 0.1
+    changes = d.check(t + 0.70)  # no check ran before: nothing to call a stall
+    assert [c.kind for c in changes] == ["mass_failure", "offline", "offline"]
+    assert not any(c.eligible for c in changes if c.kind == "offline")
+
+
+def stalled(clock: Clock, seconds: float) -> None:
+    """The director is stopped for `seconds`: no heartbeat read, no check."""
+    clock.now = round(clock.now + seconds, 6)
+
+
+def test_a_stall_of_the_director_declares_nobody_offline_and_is_reported():
+    clock = started(("A", "B", "C"))
+    clock.changes.clear()
+    stalled(clock, 1.5)
+    clock.run(1.0, {"A", "B", "C"})
+    assert clock.kinds() == ["stalled"]
+    (stall,) = clock.changes
+    assert stall.seconds == pytest.approx(1.5, abs=0.01) and stall.client == ""
+
+
+def test_after_a_stall_a_kill_is_detected_on_time():
+    clock = started(("A", "B", "C"))
+    stalled(clock, 1.5)
+    clock.run(1.0, {"A", "B", "C"})
+    clock.changes.clear()
+    silent_from = clock.detector.clients["A"].last_heard
+    clock.run(1.0, {"B", "C"})
+    (offline,) = [c for c in clock.changes if c.kind == "offline"]
+    assert offline.client == "A" and offline.eligible
+    assert offline.at - silent_from == pytest.approx(DEFAULT.offline_after, abs=0.006)
+
+
+def test_a_client_killed_during_a_stall_is_judged_by_silence_after_it():
+    clock = started(("A", "B", "C"))
+    stalled(clock, 1.5)  # A died during the pause: nothing arrives from it after
+    resumed = clock.now
+    clock.run(1.0, {"B", "C"})
+    (offline,) = [c for c in clock.changes if c.kind == "offline"]
+    assert offline.client == "A" and offline.eligible
+    assert offline.at - resumed == pytest.approx(DEFAULT.offline_after, abs=0.006)
+
+
+@pytest.mark.parametrize("jump", [3600.0, -3600.0])
+def test_a_clock_jump_keeps_every_client_watched(jump):
+    clock = started(("A", "B", "C"))
+    clock.changes.clear()
+    clock.now += jump  # both ways: a client's silence must never be negative for an hour
+    clock.run(1.0, {"A", "B", "C"})
+    assert clock.kinds() == ["stalled"]
+    clock.changes.clear()
+    clock.run(1.0, {"B", "C"})
+    (offline,) = [c for c in clock.changes if c.kind == "offline"]
+    assert offline.client == "A" and offline.eligible
+
+
+def test_a_pause_shorter_than_stall_after_is_no_stall():
+    clock = started(("A", "B"))
+    clock.changes.clear()
+    stalled(clock, DEFAULT.stall_after - 0.01)
+    clock.run(1.0, {"A", "B"})
+    assert "stalled" not in clock.kinds()
+
+
+def test_heartbeats_stamped_before_a_stall_do_not_move_a_client_back():
+    clock = started(("A", "B"))
+    stalled(clock, 1.0)
+    clock.detector.check(clock.now)  # the stall is seen: silence counts from now
+    late_stamp = clock.now - 0.5  # read after the stall, arrived during it
+    clock.detector.heard("A", late_stamp)
+    assert clock.detector.clients["A"].last_heard == clock.now
+
+
+def test_mass_failure_counts_by_arrival_whatever_order_they_are_judged_in():
+    """Clients whose last heartbeats arrived together dropped together, even when one of
+    them is judged offline before the others (different phases, different checks)."""
+    d = Detector.for_clients(DEFAULT, ["A", "B", "C", "D"])
+    phase = {"A": 0.0, "B": 0.03, "C": 0.06, "D": 0.09}
+    changes: list[Change] = []
+    t, died = 0.0, 3.5
+    while t < 5.0:
+        t = round(t + 0.005, 6)
+        for name, offset in phase.items():
+            beat = round(t - offset, 6)
+            if beat >= 0 and abs(beat / 0.1 - round(beat / 0.1)) < 1e-6:
+                if name == "D" or t < died:
+                    changes += d.heard(name, t)
+        changes += d.check(t)
+    offline = [c for c in changes if c.kind == "offline"]
+    assert [c.client for c in offline] == ["A", "B", "C"]  # judged one after another
+    assert offline[0].at < offline[1].at < offline[2].at
+    (alarm,) = [c for c in changes if c.kind == "mass_failure"]
+    assert sorted(alarm.clients) == ["A", "B", "C"]
+    assert alarm.seconds == pytest.approx(0.06, abs=1e-6)
+    assert not any(c.eligible for c in offline)
