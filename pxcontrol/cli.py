@@ -51,6 +51,10 @@ ShowOpt = Annotated[
 ]
 
 
+#: `pxcontrol run` ended because its own work kept failing (EX_SOFTWARE): restart it.
+EXIT_FAULT = 70
+
+
 def main() -> None:
     cli(prog_name="pxcontrol")
 
@@ -115,7 +119,7 @@ def run(
     loaded = _load_or_exit(path)
     _print_problems(loaded.warnings)
 
-    async def main() -> None:
+    async def main() -> Director:
         stop = asyncio.Event()
         stop_on_signals(stop)
 
@@ -126,16 +130,22 @@ def run(
 
         show_event = _print_json_event if json_events else _print_event
         ports = {"heartbeat_port": heartbeat_port, "osc_port": osc_port, "http_port": http_port}
-        await run_director(
+        director = await run_director(
             loaded, stop, state, on_started=started, on_event=show_event, ports=ports
         )
         out.print("stopped: modules stopped, sockets closed")
+        return director
 
     try:
-        asyncio.run(main())
+        director = asyncio.run(main())
     except (CannotListen, StateInUse) as exc:
         _error(str(exc))
         raise typer.Exit(1) from None
+    if director.supervisor.gave_up is not None:
+        # Past saving in this process: a service manager (systemd, a Windows service)
+        # starts a fresh director on the same state.
+        _error(f"the director stopped itself: {director.supervisor.gave_up.message}")
+        raise typer.Exit(EXIT_FAULT)
 
 
 @cli.command()

@@ -16,6 +16,7 @@ from pxcontrol.app import App, LoadedShow, load_show
 from pxcontrol.backup import BackupManager
 from pxcontrol.detection import ClientState
 from pxcontrol.events import Event
+from pxcontrol.health import LoopWatch
 from pxcontrol.heartbeat import Placement
 from pxcontrol.live import LiveSystems
 from pxcontrol.mapping import MappingRunner, mappings_of
@@ -23,7 +24,8 @@ from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import ShowWatcher
 from pxcontrol.state import StateStore
-from pxcontrol.status import ShowStatus, snapshot
+from pxcontrol.status import DirectorHealth, ShowStatus, snapshot
+from pxcontrol.supervisor import Death, Supervisor
 from pxcontrol.tasks import cancel_and_wait
 from pxcontrol.web import WebServer
 
@@ -45,7 +47,13 @@ class Director:
         http_port: int | None = None,
     ) -> None:
         self.loaded = loaded
+        self.clock = clock
         self.app = App(loaded)
+        # Nothing the director runs may stop silently: what dies is an alarm and starts
+        # again; what keeps dying stops the director with a non-zero exit.
+        self.supervisor = Supervisor(self._task_died, self._give_up, clock)
+        self.gave_up = asyncio.Event()
+        self.loop_watch = LoopWatch(self._loop_blocked, clock)
         self.store = StateStore((state_dir or default_state_dir(loaded.path)) / "state.sqlite")
         show = loaded.show
         secret = show.director.secret.encode() if show.director.secret else None
@@ -85,7 +93,10 @@ class Director:
         port = director.heartbeat_port if self._heartbeat_port is None else self._heartbeat_port
         async with _listening(bind, port, "heartbeat_port"):
             self.live.on_newer_epoch = self.backup.catch_up
-            await self.live.start(bind, port, self.placement_for, self.backup.epoch)
+            await self.live.start(
+                bind, port, self.placement_for, self.backup.epoch, self.supervisor
+            )
+        self.supervisor.start("event loop watch", self.loop_watch.run)
         osc_port = director.osc_port if self._osc_port is None else self._osc_port
         async with _listening(bind, osc_port, "osc_port"):
             await self.osc.start(bind, osc_port)
@@ -220,6 +231,8 @@ class Director:
         return "; ".join(parts)
 
     async def stop(self) -> None:
+        self.loop_watch.stop()
+        await self.supervisor.stop()
         if self._restored_check is not None:
             self._restored_check.cancel()
         await self.web.stop()  # first: open pages hear that the director stops
@@ -235,6 +248,51 @@ class Director:
     def status(self) -> ShowStatus:
         """The operator's view of the show now: OSC, the web page and the CLI show this."""
         return snapshot(self)
+
+    def health(self) -> DirectorHealth:
+        """Is the director itself judging? Its loop's lag, its detector's last tick."""
+        age = self.live.tick_age()
+        return DirectorHealth(
+            loop_lag_ms=round(self.loop_watch.lag * 1000, 1),
+            detector_tick_age_ms=None if age is None else round(age * 1000, 1),
+            state_queue=getattr(self.store, "queue_depth", 0),
+            events_shed=getattr(self.store, "shed", 0),
+            stalls=self.live.stalls,
+            heartbeats=self.live.heartbeats,
+            kernel_stamps=self.live.kernel_stamps,
+            restarts=self.supervisor.restarts,
+        )
+
+    # --- its own faults ---
+
+    def _task_died(self, death: Death) -> None:
+        self.app.emit("alarm", client="", alarm="director fault", message=death.message)
+
+    def _give_up(self, death: Death) -> None:
+        self.gave_up.set()
+
+    def _loop_blocked(self, seconds: float) -> None:
+        """The loop woke far too late. If the detector found the whole director stopped,
+        that alarm says it already; else the loop alone was blocked (detection went on)."""
+        if seconds <= self.live.timing.offline_after:
+            log.warning("the event loop was blocked for %.2f s", seconds)
+            return
+        # Both woke together if the whole process was stopped: give the detector's
+        # thread a few of its ticks to say so first.
+        wait = 4 * self.live.detector.check_every + 0.02
+        asyncio.get_running_loop().call_later(wait, self._judge_block, seconds)
+
+    def _judge_block(self, seconds: float) -> None:
+        if self.live.stalled_within(seconds + 1.0):
+            return  # the whole director was stopped: that alarm is raised already
+        self.app.emit(
+            "alarm",
+            client="",
+            alarm="director stalled",
+            message=f"the director's event loop was blocked for {seconds:.1f} s: decisions, "
+            "OSC and the page waited (heartbeats were still judged as they arrived). "
+            "See the director's log for what ran",
+        )
 
     def placement_for(self, agent: str) -> Placement:
         assert self.backup is not None
@@ -315,7 +373,13 @@ async def run_director(
             director.watch()
         if on_started is not None:
             on_started(director)
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        failing = asyncio.ensure_future(director.gave_up.wait())
+        try:
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            failing.cancel()
     finally:
         await director.stop()
     return director

@@ -1,8 +1,10 @@
 """Live systems: heartbeats in from every agent, the detector driven by them, notices out.
 
-The heartbeat path is the hot path of the director: one datagram handler that
-checks and records, with everything slow (decisions, disk, actions) handed to
-the loop as tasks.
+Heartbeats are read, checked and judged in a thread of their own (arrivals.py),
+with the time each one arrived: nothing on the event loop (a page's snapshot, an
+OSC flood, a slow disk) can make a healthy client look silent. What the detector
+decides is handed to the loop in order, where decisions are serialised, events
+raised and notices sent.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import asyncio
 import collections
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxcontrol.datagrams import DatagramSocket
+from pxcontrol.arrivals import ArrivalReader, Datagram
 from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
 from pxcontrol.heartbeat import (
     HEARTBEAT,
@@ -29,6 +32,7 @@ from pxcontrol.heartbeat import (
 )
 from pxcontrol.osc_transport import raise_receive_buffer
 from pxcontrol.show import ShowFile
+from pxcontrol.supervisor import Supervisor
 
 log = logging.getLogger("pxcontrol.live")
 
@@ -81,10 +85,16 @@ class LiveSystems:
         self._secret = secret
         self._clock = clock
         self._auto_for = auto_for
-        self._socket: DatagramSocket | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+        self._reader: ArrivalReader | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The reading thread and the loop both touch the detector: one at a time.
+        self._lock = threading.Lock()
         self._decisions: asyncio.Queue[tuple[str, bool, str]] = asyncio.Queue()
-        self._decider: asyncio.Task[None] | None = None
+        self.notices_dropped = 0  # placement notices the kernel would not take at once
+        self.stalls = 0  # times the director itself was found stopped
+        self._stalled_at: float | None = None  # when the reading thread last found one
         self.on_newer_epoch: Callable[[int], Awaitable[None]] | None = None
         self._newest_seen = 0
         self._pending: set[asyncio.Task[None]] = set()
@@ -102,17 +112,18 @@ class LiveSystems:
         self.timing = Timing(
             d.heartbeat_interval, d.offline_after, d.online_after, d.mass_failure_guard
         )
-        self.detector.timing = self.timing
         names = {c.name for c in show.clients}
-        for client in show.clients:
-            if client.name in self.clients:
-                self.clients[client.name].ip = str(client.ip)
-            else:
-                self.clients[client.name] = ClientLive(client.name, str(client.ip))
-                self.detector.clients[client.name] = ClientWatch(client.name)
-        for name in [n for n in self.clients if n not in names]:
-            del self.clients[name]
-            self.detector.clients.pop(name, None)
+        with self._lock:
+            self.detector.timing = self.timing
+            for client in show.clients:
+                if client.name in self.clients:
+                    self.clients[client.name].ip = str(client.ip)
+                else:
+                    self.clients[client.name] = ClientLive(client.name, str(client.ip))
+                    self.detector.clients[client.name] = ClientWatch(client.name)
+            for name in [n for n in self.clients if n not in names]:
+                del self.clients[name]
+                self.detector.clients.pop(name, None)
 
     def state(self, name: str) -> ClientState:
         watch = self.detector.clients.get(name)
@@ -125,42 +136,94 @@ class LiveSystems:
     # --- lifecycle ---
 
     async def start(
-        self, bind: str, port: int, placement: Callable[[str], Placement], epoch: int
+        self,
+        bind: str,
+        port: int,
+        placement: Callable[[str], Placement],
+        epoch: int,
+        supervisor: Supervisor,
     ) -> None:
         self._placement = placement
         self._epoch = epoch
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_DGRAM)
-        raise_receive_buffer(sock, RECEIVE_BUFFER)  # past the system's cap where we may
-        sock.bind((bind, port))
-        self._socket = DatagramSocket(sock, self.datagram)  # a bad packet is logged, not fatal
-        self._socket.start()
-        self._watcher = loop.create_task(self._watch(), name="detector")
-        self._decider = loop.create_task(self._decide(), name="offline decisions")
+        try:
+            raise_receive_buffer(sock, RECEIVE_BUFFER)  # past the system's cap where we may
+            sock.bind((bind, port))
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+        self._reader = ArrivalReader(sock, self._batch, self._every, self._clock)
+        self._thread = supervisor.start_thread("heartbeat reader", self._reader.run, self._loop)
+        supervisor.start("offline decisions", self._decide)
+
+    def _every(self) -> float:
+        return self.detector.check_every
 
     @property
     def port(self) -> int:
         assert self._socket is not None
-        return self._socket.sock.getsockname()[1]
+        return self._socket.getsockname()[1]
+
+    @property
+    def kernel_stamps(self) -> bool:
+        """Are heartbeats stamped by the kernel as they arrive (else by the reading thread)?"""
+        return self._reader is not None and self._reader.stamped
+
+    def stalled_within(self, seconds: float) -> bool:
+        """Did the detector find the director stopped within the last `seconds`?"""
+        at = self._stalled_at
+        return at is not None and self._clock() - at <= seconds
+
+    def tick_age(self) -> float | None:
+        """Seconds since the detector last looked at the clock (None before it started)."""
+        last = self._reader.last_tick if self._reader is not None else None
+        return None if last is None else max(0.0, self._clock() - last)
 
     async def stop(self) -> None:
-        for task in (self._watcher, self._decider, *self._pending):
-            if task is not None:
-                task.cancel()
+        for task in self._pending:
+            task.cancel()
+        if self._reader is not None:
+            self._reader.stop()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 1.0)
         if self._socket is not None:
             self._socket.close()
 
-    # --- heartbeats in ---
+    # --- heartbeats in (the reading thread) ---
 
-    def datagram(self, packet: bytes, source: tuple[str, int]) -> None:
+    def _batch(self, batch: list[Datagram], now: float) -> None:
+        """Judge what arrived, then the silence of everyone; hand the outcome to the loop."""
+        effects: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        with self._lock:
+            for packet, source, arrived in batch:
+                self._datagram(packet, (source[0], source[1]), arrived, effects)
+            changes = self.detector.check(now)
+        if changes:
+            if any(c.kind == "stalled" for c in changes):
+                self._stalled_at = now
+            effects.append((self._apply, (changes,)))
+        if effects and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(_run_all, effects)
+            except RuntimeError:  # the loop closed: the director is ending
+                pass
+
+    def _datagram(
+        self,
+        packet: bytes,
+        source: tuple[str, int],
+        arrived: float,
+        effects: list[tuple[Callable[..., None], tuple[Any, ...]]],
+    ) -> None:
         try:
             beat = decode(packet, HEARTBEAT, Heartbeat, self._secret)
             new_run = beat.name in self.clients and self.clients[beat.name].boot != beat.boot
-            client = self._accept(beat, source)
+            client = self._accept(beat, source, effects)
         except WireError as error:
             self._drop(error.reason, f"{source[0]}:{source[1]}: {error}")
             return
-        now = self._clock()
         self.heartbeats += 1
         client.address = source
         client.agent_epoch = beat.epoch
@@ -168,9 +231,11 @@ class LiveSystems:
         client.cpu, client.memory, client.gpu = beat.cpu, beat.memory, beat.gpu
         client.extra = beat.extra
         client.heard_at = time.time()
-        self._apply(self.detector.heard(beat.name, now))
+        changes = self.detector.heard(beat.name, arrived)
+        if changes:
+            effects.append((self._apply, (changes,)))
         if beat.epoch > self._epoch and self.on_newer_epoch is not None:
-            self._newer_epoch(beat.name, beat.epoch)
+            effects.append((self._newer_epoch, (beat.name, beat.epoch)))
         if (
             new_run
             or beat.epoch < self._epoch
@@ -178,9 +243,14 @@ class LiveSystems:
         ):
             # A new agent run is welcomed with the placement (it knows then it is heard);
             # heartbeats are the acks: repeat until it has the newest epoch.
-            self._send_placement(client)
+            effects.append((self._send_placement, (client,)))
 
-    def _accept(self, beat: Heartbeat, source: tuple[str, int]) -> ClientLive:
+    def _accept(
+        self,
+        beat: Heartbeat,
+        source: tuple[str, int],
+        effects: list[tuple[Callable[..., None], tuple[Any, ...]]],
+    ) -> ClientLive:
         client = self.clients.get(beat.name)
         if client is None:
             raise WireError("unknown_client", f"no client {beat.name!r} in the show")
@@ -201,13 +271,11 @@ class LiveSystems:
             # client's voice; a restarted agent comes after a silence, never alongside.
             if beat.boot not in client.second_agents:
                 client.second_agents.add(beat.boot)
-                self._emit(
-                    "alarm",
-                    client=beat.name,
-                    alarm="second agent",
-                    message=f"a second agent reports as {beat.name} from {source[0]}: its "
-                    "heartbeats are ignored while the first one runs; stop one of them",
+                message = (
+                    f"a second agent reports as {beat.name} from {source[0]}: its "
+                    "heartbeats are ignored while the first one runs; stop one of them"
                 )
+                effects.append((self._alarm, (beat.name, "second agent", message)))
             raise WireError("second_agent", f"a second agent reports as {beat.name}")
         else:
             if client.boot is not None:
@@ -231,16 +299,19 @@ class LiveSystems:
         if count & (count - 1) == 0:  # 1, 2, 4, 8 …: a flood cannot flood the log
             log.warning("dropped heartbeat (%s, %d so far): %s", reason, count, message)
 
-    # --- the detector's clock ---
+    # --- on the loop: what the detector decided ---
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.detector.check_every)
-            self._apply(self.detector.check(self._clock()))
+    def _alarm(self, client: str, alarm: str, message: str) -> None:
+        self._emit("alarm", client=client, alarm=alarm, message=message)
 
     def _apply(self, changes: list[Change]) -> None:
         for change in changes:
-            client = self.clients[change.client]
+            if change.kind == "stalled":
+                self._stalled(change)
+                continue
+            client = self.clients.get(change.client)
+            if client is None:
+                continue  # removed by a reload since
             if change.kind == "online":
                 self._emit("client.online", client=change.client, ip=client.ip)
             elif change.kind == "offline":
@@ -263,10 +334,32 @@ class LiveSystems:
                     "alarm",
                     client=change.client,
                     alarm="mass failure",
-                    message=f"{len(change.clients)} clients dropped at once "
-                    f"({', '.join(change.clients)}): no automatic takeover; check the "
-                    "director's own network",
+                    message=f"{len(change.clients)} clients lost within "
+                    f"{change.seconds:.2f} s ({_some(change.clients)}): no automatic "
+                    "takeover; check the director's own network",
                 )
+
+    def _stalled(self, change: Change) -> None:
+        """The director itself was stopped (or its clock jumped): say so, loudly if it was
+        long enough to have looked like an offline client."""
+        self.stalls += 1
+        gap = change.seconds
+        if 0 <= gap <= self.timing.offline_after:
+            log.warning("the director was stopped for %.2f s; clients are judged from now", gap)
+            return
+        what = (
+            f"was stopped for {gap:.1f} s (a pause, a suspended VM or laptop, SIGSTOP?)"
+            if gap > 0
+            else f"found its clock {-gap:.1f} s back"
+        )
+        self._emit(
+            "alarm",
+            client="",
+            alarm="director stalled",
+            message=f"the director {what}: longer than offline_after "
+            f"({self.timing.offline_after:g} s). No client was declared offline for the "
+            "silence this caused; each is judged by the heartbeats that arrive from now on",
+        )
 
     async def _decide(self) -> None:
         """Offline decisions one at a time, in the order the detector made them."""
@@ -309,7 +402,31 @@ class LiveSystems:
     def _send_placement(self, client: ClientLive, event: dict | None = None) -> None:
         if self._socket is None or self._placement is None or client.address is None:
             return
+        if client.name not in self.clients:
+            return  # removed by a reload since
         notice = self._placement(client.name)
         if event is not None:
             notice = notice.model_copy(update={"event": event})
-        self._socket.sendto(encode(PLACEMENT, notice, self._secret), client.address)
+        try:
+            # Never blocks: the socket is non-blocking, and the reader thread shares it.
+            self._socket.sendto(encode(PLACEMENT, notice, self._secret), client.address)
+        except (BlockingIOError, InterruptedError):
+            self.notices_dropped += 1  # heartbeats are the acks: it is sent again
+        except OSError as exc:  # unreachable: UDP's way of losing a datagram
+            log.debug("placement to %s: %s", client.name, exc)
+
+
+def _run_all(effects: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+    """What one batch of heartbeats decided, in order, on the loop."""
+    for function, args in effects:
+        try:
+            function(*args)
+        except Exception:
+            log.exception("handling heartbeats failed in %s", getattr(function, "__name__", "?"))
+
+
+def _some(names: tuple[str, ...], shown: int = 8) -> str:
+    """A few names, then how many more: an alarm stays readable at 500 clients."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"

@@ -44,11 +44,25 @@ class ModuleStatusView(Strict):
     message: str
 
 
+class DirectorHealth(Strict):
+    """The director's own health: is it judging?"""
+
+    loop_lag_ms: float  # the event loop's worst lag within the last 10 s
+    detector_tick_age_ms: float | None  # since the detector last looked at the clock
+    state_queue: int  # events waiting to be written
+    events_shed: int  # events the log had to drop (the disk could not keep up)
+    stalls: int  # times the director found itself stopped (a pause, a clock jump)
+    heartbeats: int
+    kernel_stamps: bool  # heartbeats stamped by the kernel as they arrive
+    restarts: int  # failed background work started again
+
+
 class ShowStatus(Strict):
     file: str
     epoch: int
     clients: list[ClientStatus]
     modules: list[ModuleStatusView]
+    director: DirectorHealth
 
 
 def snapshot(director: Director) -> ShowStatus:
@@ -94,5 +108,9 @@ def snapshot(director: Director) -> ShowStatus:
         for m in director.app.modules.values()
     ]
     return ShowStatus(
-        file=str(director.loaded.path), epoch=backup.epoch, clients=clients, modules=modules
+        file=str(director.loaded.path),
+        epoch=backup.epoch,
+        clients=clients,
+        modules=modules,
+        director=director.health(),
     )

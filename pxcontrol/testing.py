@@ -67,11 +67,15 @@ class Rig:
         director = Process(
             ["run", str(self.folder), "--state", str(self.state), "--json-events"], self.env
         )
-        wait_for(
-            lambda: director.of_kind("show.loaded") or director.proc.poll() is not None,
-            30,
-            f"show.loaded from run; last output: {director.output[-8:]}",
-        )
+        try:
+            wait_for(
+                lambda: director.of_kind("show.loaded") or director.proc.poll() is not None,
+                30,
+                f"show.loaded from run; last output: {director.output[-8:]}",
+            )
+        except AssertionError:
+            director.kill()  # never leave a director behind that the test cannot stop
+            raise
         if not director.of_kind("show.loaded"):
             director.wait_exit()
         return director

@@ -201,7 +201,7 @@ def test_all_playouts_silenced_at_once_trip_the_mass_failure_guard(four: Rig):
         four.agents[name].signal(signal.SIGSTOP)  # a switch port dies: all at once
     director = four.director
     alarm = director.wait_event("alarm", alarm="mass failure")
-    assert "3 clients dropped at once" in alarm["message"]
+    assert alarm["message"].startswith("3 clients lost within ")
     for name in ("Playout1", "Playout2", "Playout3"):
         failed = director.wait_event("backup.failed", client=name)
         assert failed["reason"] == "mass failure guard"
