@@ -131,7 +131,20 @@ class Module:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}: {coro!r}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        """Background work that raised is never a silent end: its traceback is logged and
+        the module's status says so (operators see module.status and the page)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self.log.error("%s: background work stopped", self.name, exc_info=error)
+        self.set_status(
+            ModuleStatus.UNKNOWN_ERROR,
+            f"background work stopped: {_describe(error)} (its traceback is in the director's log)",
+        )
 
     async def wait_connected(self, connected: asyncio.Event, timeout: float, where: str) -> None:
         """Wait up to `timeout` for the connection; else fail saying where, and why not."""

@@ -364,3 +364,32 @@ async def test_a_connection_that_worked_and_was_lost_says_disconnected_then_conn
         "connection_failure",
         "ok",
     ]
+
+
+async def test_background_work_that_raises_is_logged_and_shown_in_the_module_status(
+    write_show, caplog
+):
+    from pxcontrol.module import Module
+
+    class Poller(Module):
+        async def start(self):
+            self.set_status(ModuleStatus.OK)
+            self.spawn(self.poll())
+
+        async def poll(self):
+            await asyncio.sleep(0)
+            raise KeyError("tally")  # a module's own bug, in its own loop
+
+    app = App(load_show(write_show("")))
+    statuses = []
+    app.events.listen(lambda e: statuses.append(e.fields) if e.kind == "module.status" else None)
+    module = Poller("Poller", Module.Settings(), host=app)
+    await module.start()
+    try:
+        await async_wait_for(lambda: module.status is ModuleStatus.UNKNOWN_ERROR)
+    finally:
+        await module.stop_tasks()
+    assert statuses[-1]["message"] == (
+        "background work stopped: KeyError: 'tally' (its traceback is in the director's log)"
+    )
+    assert "Traceback" in caplog.text and "KeyError: 'tally'" in caplog.text
