@@ -200,6 +200,49 @@ async def test_videohubwire_reads_a_dump_that_arrives_in_pieces(hub):
         client.close()
 
 
+INDEXED = {"INPUT LABELS:", "OUTPUT LABELS:", "VIDEO OUTPUT LOCKS:", "VIDEO OUTPUT ROUTING:"}
+FIELDS = {"PROTOCOL PREAMBLE:", "VIDEOHUB DEVICE:", "CONFIGURATION:", "END PRELUDE:"}
+
+
+def whole_blocks(stream: str) -> list[str]:
+    """The blocks of a client's stream, each checked whole: a known header on its own line,
+    then `<index> <value>` or `Key: value` lines (a pydeohub-style strict reader)."""
+    assert stream.endswith("\n\n"), stream[-80:]
+    blocks = stream.removesuffix("\n\n").split("\n\n")
+    for block in blocks:
+        header, *lines = block.split("\n")
+        assert header in INDEXED | FIELDS | {"ACK", "NAK"}, f"not a block: {block[:80]!r}"
+        for line in lines:
+            index, _, value = line.partition(" ")
+            if header in INDEXED:
+                assert index.isdigit() and value, f"{header} has a broken line {line!r}"
+            else:
+                assert ": " in line, f"{header} has a broken line {line!r}"
+    return blocks
+
+
+async def test_changes_made_during_a_split_dump_wait_for_its_end(hub):
+    """One client routes while another is still receiving its status dump in pieces: the
+    second's stream stays whole blocks, the dump first, then the change."""
+    changer = await connected(wire(hub))
+    hub.split_dump, hub.split_pause = 3, 0.3  # from now on
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    try:
+        stream = (await asyncio.wait_for(reader.read(65536), 5)).decode()
+        assert not stream.endswith("END PRELUDE:\n\n")  # the dump is under way
+        for output in (1, 2, 3):
+            await asyncio.to_thread(changer.route, output, 7)  # each returns on its ACK
+        while stream.count("VIDEO OUTPUT ROUTING:") < 4:
+            stream += (await asyncio.wait_for(reader.read(65536), 5)).decode()
+    finally:
+        changer.close()
+        writer.close()
+    blocks = whole_blocks(stream)
+    headers = [block.split("\n")[0] for block in blocks]
+    assert headers.index("END PRELUDE:") == 7, headers
+    assert blocks[8:] == [f"VIDEO OUTPUT ROUTING:\n{output} 7" for output in (1, 2, 3)]
+
+
 async def test_videohubwire_sees_the_failure_knobs(hub):
     client = await connected(wire(hub, read_timeout=0.3))
     try:

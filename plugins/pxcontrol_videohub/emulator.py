@@ -47,9 +47,14 @@ DEVICE = "VIDEOHUB DEVICE:"
 class _Client:
     writer: asyncio.StreamWriter
     address: str  # the peer's IP address: the hardware keeps locks per address
+    #: While the status dump is being written (in pieces), what else is for this client
+    #: waits here: a client's stream is whole blocks, and the dump comes first.
+    held: list[str] | None = None
 
     def send(self, text: str) -> None:
-        if not self.writer.is_closing():
+        if self.held is not None:
+            self.held.append(text)
+        elif not self.writer.is_closing():
             self.writer.write(text.encode())
 
 
@@ -200,11 +205,17 @@ class VideohubEmulator:
         data = self.dump(client.address).encode()
         pieces = max(1, self.split_dump)
         size = -(-len(data) // pieces)
-        for start in range(0, len(data), size):
-            if start:
-                await asyncio.sleep(self.split_pause)  # so the client reads each piece alone
-            client.writer.write(data[start : start + size])
-            await client.writer.drain()
+        client.held = []  # changes after this snapshot follow it, never split it
+        try:
+            for start in range(0, len(data), size):
+                if start:
+                    await asyncio.sleep(self.split_pause)  # so the client reads each piece alone
+                client.writer.write(data[start : start + size])
+                await client.writer.drain()
+        finally:
+            held, client.held = client.held, None
+            if held:
+                client.send("".join(held))
 
     def _handle(self, client: _Client, text: str) -> None:
         header, *lines = (line.strip() for line in text.split("\n"))
