@@ -361,6 +361,61 @@ async def test_a_route_refused_by_a_lock_fails_at_once_and_says_so(hub, write_sh
         await app.stop()
 
 
+async def test_a_route_nakked_because_of_a_lock_says_it_is_locked(hub, write_show):
+    """Some Videohub Servers NAK a route to a locked output instead of ACKing it: the
+    module knows the locks from the router's status, so the error names the lock."""
+    hub.nak_locked_routes = True
+    app = await started(write_show, hub)
+    router = app.modules["Router"]
+    try:
+        await async_wait_for(lambda: router.status is ModuleStatus.OK)
+        hub.lock(1)  # someone at the front panel
+        await async_wait_for(lambda: router.locks[1] == "L")
+        record = await app.call("Router.Route", output=2, input=5)
+        assert record.error == (
+            "Router.Route failed: the router refused the route output 2 (Projector) ← input 5 "
+            "(Backup1 Out 1) (NAK): output 2 (Projector) is locked by another client; unlock it "
+            "at its owner, or with Unlock and force = true"
+        )
+        record = await app.call("Router.Salvo", routes=[[1, 5], [2, 5]])
+        assert record.error.endswith(
+            "(NAK): output 2 (Projector) is locked by another client; nothing was changed; "
+            "unlock it at its owner, or with Unlock and force = true"
+        )
+        assert hub.routing[:2] == [0, 1]
+        assert (await app.call("Router.Route", output=1, input=5)).ok  # not locked
+    finally:
+        await app.stop()
+
+
+async def test_a_videohub_server_with_no_router_says_so(hub, write_show):
+    """A Videohub Server answers with `Device present: false` and no routing when no router
+    is attached: the module says that, at once, and not "is it a Videohub?"."""
+    hub.device_present = False
+    raw = await asyncio.open_connection("127.0.0.1", hub.port)
+    dump = (await asyncio.wait_for(raw[0].readuntil(b"Device present: false\n\n"), 5)).decode()
+    assert dump.startswith("PROTOCOL PREAMBLE:\nVersion: 2.8\n\nVIDEOHUB DEVICE:\n")
+    raw[1].write(b"VIDEO OUTPUT ROUTING:\n0 1\n\n")
+    assert await asyncio.wait_for(raw[0].readuntil(b"\n\n"), 5) == b"NAK\n\n"
+    raw[1].close()
+    app = await started(write_show, hub, "connect_timeout = 0.5")
+    router = app.modules["Router"]
+    try:
+        await async_wait_for(lambda: router.status is ModuleStatus.CONNECTION_FAILURE)
+        assert router.status_message == (
+            f"ConnectionError: the Videohub Server at 127.0.0.1:{hub.port} reports no router "
+            "attached (Device present: false): connect the router to it and power it on; the "
+            "module keeps trying"
+        )
+        record = await app.call("Router.Route", output=1, input=2)
+        assert "reports no router attached" in record.error, record.error
+        hub.device_present = True  # the router is plugged in
+        await async_wait_for(lambda: router.status is ModuleStatus.OK, what="the router")
+        assert (await app.call("Router.Route", output=1, input=2)).ok
+    finally:
+        await app.stop()
+
+
 async def test_lock_and_unlock(hub, write_show):
     app = await started(write_show, hub)
     router = app.modules["Router"]
