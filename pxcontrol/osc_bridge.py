@@ -72,6 +72,14 @@ def address_part(name: str) -> str:
     return _NOT_IN_ADDRESS.sub("_", name)
 
 
+def reply_address(address: str) -> str:
+    """Where the answer to `address` goes: `/pxcontrol/reply` and the address, each part made
+    plain as in a push, so a console's pattern (`/p?ng`) never comes back as a pattern,
+    which receivers such as aiosc and osc4py3 drop."""
+    parts = address.removeprefix("/").split("/")
+    return f"{PREFIX}/reply/" + "/".join(address_part(part) or "_" for part in parts)
+
+
 class CommandError(Exception):
     """A command that cannot be done; the message goes back to the console as it is."""
 
@@ -165,7 +173,9 @@ class OscBridge:
         if command is None:
             self.counts["unknown_address"] += 1
             self._reply(
-                peer, address, error=f"unknown address {address}; see {PREFIX}/… in docs/osc.md"
+                peer,
+                address,
+                error=f"unknown address {address}; see the {PREFIX}/ commands in docs/osc.md",
             )
             return
         if self._locked(peer) and address not in self._open:
@@ -218,7 +228,8 @@ class OscBridge:
                 packet = self._done[address] = build(f"{PREFIX}/reply{address}", "ok", "")
         else:
             args = ("error", error) if error is not None else ("ok", ok or "")
-            packet = build(f"{PREFIX}/reply{address}", *args)
+            known = address in self._commands  # plain already; any other is the sender's text
+            packet = build(f"{PREFIX}/reply{address}" if known else reply_address(address), *args)
         self._send_to(peer, packet)
 
     def _send_to(self, peer: Peer, packet: bytes) -> None:

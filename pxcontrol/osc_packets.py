@@ -3,8 +3,9 @@
 python-osc's bundle parser loops for ever on an element size of -4 (20 bytes
 hang the loop) and sorts by time tag; its message parser silently drops the
 argument types it does not know (liblo's `S`, `c`, `I` …) and shifts the rest.
-So the bundle framing is walked here, where every size is checked, and each
-message's type tags are checked before python-osc parses it.
+So the bundle framing is walked here, where every size is checked, each message's
+type tags are checked before python-osc parses it, and `I` (OSC 1.1's impulse, which
+carries no value) is taken out of the tags.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pythonosc.osc_message import ParseError as MessageParseError
 BUNDLE = b"#bundle\0"
 MAX_NESTING = 8  # bundles in bundles: no console nests deeper
 SUPPORTED_TYPES = frozenset("ifdsbhtTFNmr")  # what python-osc decodes
+# OSC 1.1's impulse (liblo's "infinitum") carries no bytes and no value: a button's press.
+# python-osc does not know it, so it is taken out of the type tags before parsing.
+IMPULSE = "I"
 
 
 class Malformed(ValueError):
@@ -60,7 +64,7 @@ def unsupported_type(datagram: bytes) -> tuple[str, str] | None:
     tags_end = datagram.find(b"\0", tags_at)
     tags = datagram[tags_at + 1 : tags_end if tags_end != -1 else None]
     for tag in tags.decode("ascii", "replace"):
-        if tag not in SUPPORTED_TYPES:
+        if tag not in SUPPORTED_TYPES and tag != IMPULSE:
             return datagram[:end].decode("ascii", "replace"), tag
     return None
 
@@ -70,7 +74,7 @@ def parse_message(datagram: bytes) -> OscMessage:
     if datagram[:1] != b"/":
         raise Malformed("not an OSC message: it does not start with '/'")
     try:
-        return OscMessage(datagram)
+        return OscMessage(_without_impulses(datagram))
     except (
         MessageParseError,
         IndexError,
@@ -80,3 +84,15 @@ def parse_message(datagram: bytes) -> OscMessage:
         UnicodeError,
     ) as exc:
         raise Malformed(f"not an OSC message: {exc}") from None
+
+
+def _without_impulses(datagram: bytes) -> bytes:
+    """The message with its `I` type tags taken out; the argument bytes stay as they are."""
+    tags_at = (datagram.find(b"\0") + 4) & ~3
+    tags_end = datagram.find(b"\0", tags_at)
+    tags = datagram[tags_at:tags_end]
+    if tags_end == -1 or tags[:1] != b"," or b"I" not in tags:
+        return datagram
+    kept = tags.replace(b"I", b"")
+    data_at = tags_at + ((tags_end - tags_at + 4) & ~3)
+    return datagram[:tags_at] + kept + b"\0" * (4 - len(kept) % 4) + datagram[data_at:]

@@ -40,6 +40,67 @@ def test_osc_over_tcp_with_length_prefix_framing_reaches_liblo(osc_receiver, wri
     dump.wait_line("/go i 7")
 
 
+OSC_EDGES_SHOW = """\
+[modules.Console]
+type = "osc"
+port = 9000
+
+[[mappings]]
+on = "backup.activated"
+do = [
+  { action = "Console.Send", args = { address = "/house lights #2" } },
+  { action = "Console.Send", args = { address = "/eos/chan/*", args = [1] } },
+  { action = "Console.Send", args = { address = "/ok", args = [2147483647, 4294967296] } },
+  { action = "Console.Send", args = { address = "/show/{client}/alarm", args = [-2147483648] } },
+]
+"""
+
+
+def test_check_refuses_osc_addresses_and_ints_that_receivers_drop(write_show):
+    """An address with a space, # or a pattern character, and an int beyond 32 bits (which
+    python-osc would send as an int64 `h`), are refused at load with file, line and key."""
+    result = pxcontrol("check", str(write_show(OSC_EDGES_SHOW)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    for expected in (
+        ":8: error: mappings[0].do[0].args.address: '/house lights #2' is not an OSC address: "
+        "it has a space, '#'",
+        "e.g. '/house_lights_2'",
+        ":9: error: mappings[0].do[1].args.address: '/eos/chan/*' is not an OSC address: "
+        "it has '*'",
+        ":10: error: mappings[0].do[2].args.args[1]: 4294967296 does not fit OSC's 32-bit int (i)",
+        "3 error(s)",
+    ):
+        assert expected in out, out
+    assert "2147483647 does not" not in out and "do[3]" not in out  # the limits, a placeholder
+
+
+async def test_osc_send_refuses_at_call_time_what_check_would_and_sends_the_limits_as_i(
+    osc_receiver, write_show
+):
+    """Values that only arrive at showtime (OSC, CLI, web, placeholders) are refused as the
+    action runs; nothing goes out. The int32 limits still go out as `i` (oscdump shows it)."""
+    dump = osc_receiver()
+    app = await started(write_show(f'[modules.Console]\ntype = "osc"\nport = {dump.port}\n'))
+    try:
+        refused = [
+            ("/house lights #2", [1], "'/house lights #2' is not an OSC address"),
+            ("/a//b", [1], "an empty part"),
+            ("/big", [4294967296], "args.0: 4294967296 does not fit OSC's 32-bit int (i)"),
+            ("/big", [-2147483649], "-2147483649 does not fit"),
+            ("/big", [1e39], "does not fit OSC's 32-bit float (f)"),
+        ]
+        for address, args, message in refused:
+            record = await app.call("Console.Send", address=address, args=args)
+            assert not record.ok and message in str(record.error), record.error
+        record = await app.call("Console.Send", address="/edge", args=[2147483647, -2147483648])
+        assert record.ok, record.error
+        await asyncio.to_thread(dump.wait_line, "/edge ii 2147483647 -2147483648")
+        assert not [line for line in dump.lines if "/big" in line or "/a" in line or "#2" in line]
+    finally:
+        await app.stop()
+
+
 @pytest.fixture
 def slip_server() -> Iterator[tuple[list, int]]:
     """python-osc's TCP server in OSC 1.1 (SLIP) mode, as Eos and osc.js speak it."""

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import aiosc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -160,6 +161,57 @@ async def test_unsupported_argument_types_are_answered_not_shifted(director: Dir
     reply = await c.wait("/pxcontrol/reply/pxcontrol/backup/switch")
     assert reply.params[0] == "error" and "argument type 'S' is not supported" in reply.params[1]
     assert director.backup.plays_on("Playout1") == "Playout1"
+
+
+async def aiosc_console(director: Director, handlers: dict) -> aiosc.OSCProtocol:
+    """aiosc (a small asyncio OSC library we did not write) as a console: its handlers
+    are OSC patterns, and it drops a message whose address holds pattern characters."""
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_datagram_endpoint(
+        lambda: aiosc.OSCProtocol(handlers),
+        local_addr=("127.0.0.1", 0),
+        remote_addr=("127.0.0.1", director.osc.port),
+    )
+    return protocol
+
+
+async def test_the_answer_to_a_pattern_comes_back_on_a_plain_address(director: Director):
+    heard: list[tuple] = []
+    console = await aiosc_console(
+        director,
+        {"/pxcontrol/reply/pxcontrol/*": lambda _, path, *args: heard.append((path, *args))},
+    )
+    try:
+        console.send("/pxcontrol/p?ng")
+        console.send("/pxcontrol/go{a,b} [1-2]")
+        await async_wait_for(lambda: len(heard) == 2, what="two replies")
+        assert heard[0][:2] == ("/pxcontrol/reply/pxcontrol/p_ng", "error")
+        assert "unknown address /pxcontrol/p?ng" in heard[0][2]  # the text says what came
+        assert heard[1][:2] == ("/pxcontrol/reply/pxcontrol/go_a_b___1-2_", "error")
+    finally:
+        console.close()
+
+
+async def test_an_impulse_is_no_value(director: Director):
+    """OSC 1.1's `I` (a button press, liblo's infinitum) carries nothing: it is skipped,
+    where python-osc alone would drop it and shift the arguments after it."""
+    heard: list[tuple] = []
+
+    def hear(_, path, *args):
+        heard.append((path, *args))
+
+    console = await aiosc_console(
+        director, {"/pxcontrol/pong": hear, "/pxcontrol/reply/pxcontrol/*": hear}
+    )
+    try:
+        console.send("/pxcontrol/ping", aiosc.Impulse)
+        await async_wait_for(lambda: ("/pxcontrol/pong",) in heard, what="the pong")
+        console.send("/pxcontrol/action", "Log.Entry", aiosc.Impulse, "message=pressed", "info")
+        await async_wait_for(lambda: len(heard) == 2, what="the action's reply")
+        assert heard[1] == ("/pxcontrol/reply/pxcontrol/action", "ok", "pressed")
+        assert director.osc.counts["unsupported_type"] == 0
+    finally:
+        console.close()
 
 
 async def test_a_flood_from_one_sender_does_not_silence_the_others(director: Director, console):

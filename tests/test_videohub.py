@@ -200,6 +200,49 @@ async def test_videohubwire_reads_a_dump_that_arrives_in_pieces(hub):
         client.close()
 
 
+INDEXED = {"INPUT LABELS:", "OUTPUT LABELS:", "VIDEO OUTPUT LOCKS:", "VIDEO OUTPUT ROUTING:"}
+FIELDS = {"PROTOCOL PREAMBLE:", "VIDEOHUB DEVICE:", "CONFIGURATION:", "END PRELUDE:"}
+
+
+def whole_blocks(stream: str) -> list[str]:
+    """The blocks of a client's stream, each checked whole: a known header on its own line,
+    then `<index> <value>` or `Key: value` lines (a pydeohub-style strict reader)."""
+    assert stream.endswith("\n\n"), stream[-80:]
+    blocks = stream.removesuffix("\n\n").split("\n\n")
+    for block in blocks:
+        header, *lines = block.split("\n")
+        assert header in INDEXED | FIELDS | {"ACK", "NAK"}, f"not a block: {block[:80]!r}"
+        for line in lines:
+            index, _, value = line.partition(" ")
+            if header in INDEXED:
+                assert index.isdigit() and value, f"{header} has a broken line {line!r}"
+            else:
+                assert ": " in line, f"{header} has a broken line {line!r}"
+    return blocks
+
+
+async def test_changes_made_during_a_split_dump_wait_for_its_end(hub):
+    """One client routes while another is still receiving its status dump in pieces: the
+    second's stream stays whole blocks, the dump first, then the change."""
+    changer = await connected(wire(hub))
+    hub.split_dump, hub.split_pause = 3, 0.3  # from now on
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    try:
+        stream = (await asyncio.wait_for(reader.read(65536), 5)).decode()
+        assert not stream.endswith("END PRELUDE:\n\n")  # the dump is under way
+        for output in (1, 2, 3):
+            await asyncio.to_thread(changer.route, output, 7)  # each returns on its ACK
+        while stream.count("VIDEO OUTPUT ROUTING:") < 4:
+            stream += (await asyncio.wait_for(reader.read(65536), 5)).decode()
+    finally:
+        changer.close()
+        writer.close()
+    blocks = whole_blocks(stream)
+    headers = [block.split("\n")[0] for block in blocks]
+    assert headers.index("END PRELUDE:") == 7, headers
+    assert blocks[8:] == [f"VIDEO OUTPUT ROUTING:\n{output} 7" for output in (1, 2, 3)]
+
+
 async def test_videohubwire_sees_the_failure_knobs(hub):
     client = await connected(wire(hub, read_timeout=0.3))
     try:
@@ -314,6 +357,61 @@ async def test_a_route_refused_by_a_lock_fails_at_once_and_says_so(hub, write_sh
             "Router.Salvo failed: 1 of 2 routes made; output 2 (Projector) is locked"
         )
         assert hub.routing[:2] == [4, 1]
+    finally:
+        await app.stop()
+
+
+async def test_a_route_nakked_because_of_a_lock_says_it_is_locked(hub, write_show):
+    """Some Videohub Servers NAK a route to a locked output instead of ACKing it: the
+    module knows the locks from the router's status, so the error names the lock."""
+    hub.nak_locked_routes = True
+    app = await started(write_show, hub)
+    router = app.modules["Router"]
+    try:
+        await async_wait_for(lambda: router.status is ModuleStatus.OK)
+        hub.lock(1)  # someone at the front panel
+        await async_wait_for(lambda: router.locks[1] == "L")
+        record = await app.call("Router.Route", output=2, input=5)
+        assert record.error == (
+            "Router.Route failed: the router refused the route output 2 (Projector) ← input 5 "
+            "(Backup1 Out 1) (NAK): output 2 (Projector) is locked by another client; unlock it "
+            "at its owner, or with Unlock and force = true"
+        )
+        record = await app.call("Router.Salvo", routes=[[1, 5], [2, 5]])
+        assert record.error.endswith(
+            "(NAK): output 2 (Projector) is locked by another client; nothing was changed; "
+            "unlock it at its owner, or with Unlock and force = true"
+        )
+        assert hub.routing[:2] == [0, 1]
+        assert (await app.call("Router.Route", output=1, input=5)).ok  # not locked
+    finally:
+        await app.stop()
+
+
+async def test_a_videohub_server_with_no_router_says_so(hub, write_show):
+    """A Videohub Server answers with `Device present: false` and no routing when no router
+    is attached: the module says that, at once, and not "is it a Videohub?"."""
+    hub.device_present = False
+    raw = await asyncio.open_connection("127.0.0.1", hub.port)
+    dump = (await asyncio.wait_for(raw[0].readuntil(b"Device present: false\n\n"), 5)).decode()
+    assert dump.startswith("PROTOCOL PREAMBLE:\nVersion: 2.8\n\nVIDEOHUB DEVICE:\n")
+    raw[1].write(b"VIDEO OUTPUT ROUTING:\n0 1\n\n")
+    assert await asyncio.wait_for(raw[0].readuntil(b"\n\n"), 5) == b"NAK\n\n"
+    raw[1].close()
+    app = await started(write_show, hub, "connect_timeout = 0.5")
+    router = app.modules["Router"]
+    try:
+        await async_wait_for(lambda: router.status is ModuleStatus.CONNECTION_FAILURE)
+        assert router.status_message == (
+            f"ConnectionError: the Videohub Server at 127.0.0.1:{hub.port} reports no router "
+            "attached (Device present: false): connect the router to it and power it on; the "
+            "module keeps trying"
+        )
+        record = await app.call("Router.Route", output=1, input=2)
+        assert "reports no router attached" in record.error, record.error
+        hub.device_present = True  # the router is plugged in
+        await async_wait_for(lambda: router.status is ModuleStatus.OK, what="the router")
+        assert (await app.call("Router.Route", output=1, input=2)).ok
     finally:
         await app.stop()
 

@@ -274,7 +274,7 @@ class Videohub(Module):
                 ) from None
             if not acknowledged:
                 raise RuntimeError(
-                    f"the router refused {what} (NAK){self._size_note(header, send)}"
+                    f"the router refused {what} (NAK){self._why_refused(header, send)}"
                 )
             if any(self.locks.get(i) != "L" for i in watch.missing):
                 with contextlib.suppress(TimeoutError):
@@ -308,6 +308,25 @@ class Videohub(Module):
         return (
             f"{self._port('output', output)}: the router acknowledged the {verb} but did not "
             f"confirm it within {self.settings.confirm_timeout:g} s (its lock shows {state})"
+        )
+
+    def _why_refused(self, header: str, send: dict[int, str]) -> str:
+        """What the module knows that explains a NAK: a number beyond the router, or a lock
+        another client holds (some Videohub Servers NAK a route to a locked output)."""
+        size = self._size_note(header, send)
+        if size:
+            return size
+        locked = [
+            i for i, value in send.items() if self.locks.get(i) == "L" and value != "F"
+        ]  # a forced unlock is not stopped by the lock it takes off
+        if not locked:
+            return ""
+        ports = ", ".join(self._port("output", i) for i in locked)
+        verb = "is" if len(locked) == 1 else "are"
+        nothing = "; nothing was changed" if len(send) > 1 else ""
+        return (
+            f": {ports} {verb} locked by another client{nothing}; unlock it at its owner, "
+            "or with Unlock and force = true"
         )
 
     def _size_note(self, header: str, send: dict[int, str]) -> str:
@@ -429,6 +448,7 @@ class Videohub(Module):
             self.protocol_version = _fields(lines).get("version", "")
         elif header == DEVICE:
             self.device.update(_fields(lines))
+            self._check_router_present()
         elif header == INPUT_LABELS:
             self.input_labels.update(values)
         elif header == OUTPUT_LABELS:
@@ -449,6 +469,23 @@ class Videohub(Module):
         for request in self._answers.pop(header, []):
             if not request.future.done():
                 request.future.set_result(True)
+
+    def _check_router_present(self) -> None:
+        """A Videohub Server (a computer or a Videohub with the router on USB) answers even
+        with no router attached, and then sends no routing: say so, and try again later."""
+        present = self.device.get("device present", "true").lower()
+        if present == "true":
+            return
+        where = f"{self.settings.host}:{self.settings.port}"
+        if present == "needs_update":
+            raise ConnectionError(
+                f"the Videohub Server at {where} reports that its router needs a firmware "
+                "update (Device present: needs_update): update it with Blackmagic Videohub Setup"
+            )
+        raise ConnectionError(
+            f"the Videohub Server at {where} reports no router attached (Device present: "
+            f"{present}): connect the router to it and power it on; the module keeps trying"
+        )
 
     def _answered(self, acknowledged: bool) -> None:
         if not self._requests:

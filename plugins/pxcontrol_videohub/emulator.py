@@ -47,9 +47,14 @@ DEVICE = "VIDEOHUB DEVICE:"
 class _Client:
     writer: asyncio.StreamWriter
     address: str  # the peer's IP address: the hardware keeps locks per address
+    #: While the status dump is being written (in pieces), what else is for this client
+    #: waits here: a client's stream is whole blocks, and the dump comes first.
+    held: list[str] | None = None
 
     def send(self, text: str) -> None:
-        if not self.writer.is_closing():
+        if self.held is not None:
+            self.held.append(text)
+        elif not self.writer.is_closing():
             self.writer.write(text.encode())
 
 
@@ -82,6 +87,14 @@ class VideohubEmulator:
         #: Failure knob: write the dump in this many pieces, `split_pause` seconds apart.
         self.split_dump = 1
         self.split_pause = 0.05
+        #: Failure knob: False is a Videohub Server with no router attached. A client that
+        #: connects gets the preamble and `Device present: false`, nothing more, and every
+        #: request but PING is NAKed.
+        self.device_present = True
+        #: Firmware knob: True NAKs a route block that includes an output another client
+        #: locked (and changes nothing), as some Videohub Servers do; the default ACKs it
+        #: and leaves the output as it was, as the routers do.
+        self.nak_locked_routes = False
         self._clients: set[_Client] = set()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -153,6 +166,8 @@ class VideohubEmulator:
 
     def dump(self, address: str) -> str:
         """The status dump a client at `address` gets when it connects."""
+        if not self.device_present:
+            return self._block(PREAMBLE, address) + self._block(DEVICE, address)
         return "".join(
             [
                 self._block(PREAMBLE, address),
@@ -200,17 +215,27 @@ class VideohubEmulator:
         data = self.dump(client.address).encode()
         pieces = max(1, self.split_dump)
         size = -(-len(data) // pieces)
-        for start in range(0, len(data), size):
-            if start:
-                await asyncio.sleep(self.split_pause)  # so the client reads each piece alone
-            client.writer.write(data[start : start + size])
-            await client.writer.drain()
+        client.held = []  # changes after this snapshot follow it, never split it
+        try:
+            for start in range(0, len(data), size):
+                if start:
+                    await asyncio.sleep(self.split_pause)  # so the client reads each piece alone
+                client.writer.write(data[start : start + size])
+                await client.writer.drain()
+        finally:
+            held, client.held = client.held, None
+            if held:
+                client.send("".join(held))
 
     def _handle(self, client: _Client, text: str) -> None:
         header, *lines = (line.strip() for line in text.split("\n"))
         body = [line for line in lines if line]
         if header == "PING:" and not body:
             client.send("ACK\n\n")
+        elif not self.device_present and not body and header in (PREAMBLE, DEVICE):
+            client.send("ACK\n\n" + self._block(header, client.address))
+        elif not self.device_present:
+            self._nak(client, header, body)  # no router to read or change
         elif not body and header in (PREAMBLE, DEVICE, INPUT_LABELS, OUTPUT_LABELS, LOCKS, ROUTING):
             client.send("ACK\n\n" + self._block(header, client.address))  # a status request
         elif header == ROUTING:
@@ -227,11 +252,15 @@ class VideohubEmulator:
         if routes is None:
             self._nak(client, ROUTING, body)
             return
+        locked = [o for o, _ in routes if self.lock_owners[o] not in (None, client.address)]
+        if locked and self.nak_locked_routes:
+            log.info("%s %s from %s: locked, NAK", ROUTING, locked, client.address)
+            client.send("NAK\n\n")
+            return
         client.send("ACK\n\n")
         made = []
         for output, value in routes:
-            owner = self.lock_owners[output]
-            if owner is not None and owner != client.address:
+            if output in locked:
                 # The hardware acknowledges this and changes nothing: only reading the
                 # routing back shows that the route did not happen.
                 log.info(
@@ -298,6 +327,8 @@ class VideohubEmulator:
     def _block(self, header: str, address: str) -> str:
         if header == PREAMBLE:
             lines = [f"Version: {PROTOCOL_VERSION}"]
+        elif header == DEVICE and not self.device_present:
+            lines = ["Device present: false"]
         elif header == DEVICE:
             lines = [
                 "Device present: true",
@@ -356,10 +387,13 @@ async def _main(args: argparse.Namespace) -> None:
         output_labels=_split(args.output_labels),
     )
     hub.split_dump = args.split_dump
+    hub.device_present = not args.no_router
+    hub.nak_locked_routes = args.nak_locked_routes
     async with hub:
         print(
             f"Videohub emulator: {hub.inputs} inputs, {hub.outputs} outputs, "
-            f"listening on {hub.host}:{hub.port}",
+            f"listening on {hub.host}:{hub.port}"
+            + ("" if hub.device_present else " as a Videohub Server with no router attached"),
             flush=True,
         )
         await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
@@ -382,6 +416,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output-labels", default="", help="comma-separated, from output 1 on")
     parser.add_argument(
         "--split-dump", type=int, default=1, help="send the status dump in this many pieces"
+    )
+    parser.add_argument(
+        "--no-router",
+        action="store_true",
+        help="be a Videohub Server with no router attached (Device present: false)",
+    )
+    parser.add_argument(
+        "--nak-locked-routes",
+        action="store_true",
+        help="NAK a route to an output another client locked, instead of ACK and no change",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
