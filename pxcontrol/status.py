@@ -183,6 +183,7 @@ class StatusBoard:
         self._topology: Topology | None = None
         self._stale: set[str] = set()
         self._sweep = 0
+        self._unsent: set[str] = set()  # changed since the pages' feed last took them
         self.sent_figures: dict[str, dict] = {}  # what pages were last told of each client
         self.on_stale: Callable[[], None] | None = None
 
@@ -245,6 +246,14 @@ class StatusBoard:
                 self._keys[name] = key
                 self.encoded[name] = json.dumps(data)
                 changed.append(name)
+        self._unsent.update(changed)
+        return changed
+
+    def take_changed(self) -> set[str]:
+        """The rows that changed since the last call, whoever refreshed them (the feed
+        calls this; OSC and the CLI refresh too, and must not hide a change from pages)."""
+        self.refresh()
+        changed, self._unsent = self._unsent, set()
         return changed
 
     def _retopologise(self, show: ShowFile) -> None:
@@ -313,7 +322,6 @@ class StatusBoard:
     def figures_now(self) -> dict[str, dict]:
         """Every client's figures as pages were last told them (a page that connects starts
         from these, so the pushes that follow apply to what it has)."""
-        self.figures_moved()
         return dict(self.sent_figures)
 
     def figures_moved(self) -> dict[str, dict]:
