@@ -103,6 +103,9 @@ class Feed:
         self._last_call = self._newest_call()
         parts = self._parts()
         self._sent.update(parts)
+        moved = board.figures_moved()  # the new baseline: pages already open hear of it too
+        for subscriber in self.subscribers:
+            subscriber.figures.update(moved)
         figures = board.figures_now()
         rows = ", ".join(board.encoded[n] for n in names)
         return (

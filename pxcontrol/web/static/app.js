@@ -849,7 +849,7 @@ function renderAlarms() {
         const a = g.items[0];
         text = a.kind === "alarm" ? a.message : describe(a);
       } else {
-        const names = [...new Set(g.items.map((a) => a.client).filter(Boolean))];
+        const names = [...new Set(g.items.map((a) => a.client).filter(Boolean).reverse())];
         const span = (g.items[0].time - g.time).toFixed(1);
         text = `${g.items.length} × within ${span} s${names.length ? `: ${summariseNames(names)}` : ""}`;
       }
