@@ -8,16 +8,23 @@ on a fixed schedule. Packets are built by hand for speed and checked once agains
 pxcontrol.heartbeat.decode before the first send. Prints one JSON line a second:
 {"t": monotonic, "sent": total, "errors": n, "notices": n, "lag_max": s}.
 Stops after --seconds, on SIGTERM or on SIGINT.
+
+With --control, it reads commands from stdin, one a line: `stop C042` silences that client
+(it sends no more heartbeats), `start C042` lets it send again; each is answered on stdout
+with {"stopped": name, "t": wall clock} / {"started": ...} after the change took effect.
+--wobble N makes each client's cpu figure wander by up to ±N points per heartbeat.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 
 from pxcontrol.heartbeat import HEARTBEAT, Heartbeat, decode
@@ -31,10 +38,10 @@ def osc_string(text: str) -> bytes:
 HEAD = osc_string(HEARTBEAT) + osc_string(",s")
 
 
-def packet(name: str, boot: str, seq: int, interval: float) -> bytes:
+def packet(name: str, boot: str, seq: int, interval: float, cpu: float = 12.5) -> bytes:
     body = (
         f'{{"name":"{name}","boot":"{boot}","seq":{seq},"interval":{interval!r},'
-        f'"epoch":0,"cpu":12.5,"memory":40.0,"extra":{{}}}}'
+        f'"epoch":0,"cpu":{cpu:.1f},"memory":40.0,"extra":{{}}}}'
     )
     return HEAD + osc_string(body)
 
@@ -43,12 +50,46 @@ def client_ip(i: int) -> str:
     return f"127.0.{1 + i // 250}.{1 + i % 250}"
 
 
+def show_toml(
+    clients: int,
+    backup_every: int = 5,
+    online_after: float = 3.0,
+    auto: bool = False,
+    offline_after: float = 0.5,
+) -> str:
+    """A show of `clients` clients as the simulator names and addresses them; every
+    `backup_every`-th one backs up the ones before it (0: no backups). Ports are
+    {heartbeat_port}, {osc_port}, {http_port} for pxcontrol.testing.Rig to fill in."""
+    lines = [
+        "[director]",
+        "heartbeat_port = {heartbeat_port}",
+        "osc_port = {osc_port}",
+        "http_port = {http_port}",
+        "",
+        "[detection]",
+        f"online_after = {online_after}",
+        f"offline_after = {offline_after}",
+        "",
+    ]
+    for i in range(clients):
+        lines += ["[[clients]]", f'name = "C{i:03d}"', f'ip = "{client_ip(i)}"']
+        lines.append('outputs = ["Output 1"]')
+        if backup_every and i % backup_every == backup_every - 1:
+            covered = ", ".join(f'"{client_ip(j)}"' for j in range(i - backup_every + 1, i))
+            lines.append(f"backup_for = [{covered}]")
+            lines.append(f"auto_backup = {'true' if auto else 'false'}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--director", required=True, help="HOST:PORT")
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--rate", type=float, default=10.0, help="heartbeats per second per client")
     parser.add_argument("--seconds", type=float, default=60.0, help="stop after this long")
+    parser.add_argument("--control", action="store_true", help="read stop/start NAME on stdin")
+    parser.add_argument("--wobble", type=float, default=0.0, help="cpu wanders ±N per beat")
     args = parser.parse_args()
     host, _, port = args.director.rpartition(":")
     target = (host, int(port))
@@ -63,6 +104,20 @@ def main() -> None:
     signal.signal(signal.SIGINT, finish)
 
     names = [f"C{i:03d}" for i in range(args.clients)]
+    silent: set[int] = set()
+    changes: list[tuple[str, int]] = []  # commands, applied by the sending loop
+    lock = threading.Lock()
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            verb, _, name = line.strip().partition(" ")
+            if verb in ("stop", "start") and name in names:
+                with lock:
+                    changes.append((verb, names.index(name)))
+
+    if args.control:
+        threading.Thread(target=read_commands, daemon=True).start()
+    cpu = [12.5] * args.clients
     boot = secrets.token_hex(8)
     check = decode(packet(names[0], boot, 1, interval), HEARTBEAT, Heartbeat, None)
     assert check.name == names[0] and check.seq == 1 and check.interval == interval
@@ -94,10 +149,23 @@ def main() -> None:
             if now >= end:
                 break
             lag_max = max(lag_max, now - due) if k > slots else lag_max
+            if changes:
+                with lock:
+                    todo, changes[:] = list(changes), []
+                for verb, i in todo:
+                    (silent.add if verb == "stop" else silent.discard)(i)
+                    said = "stopped" if verb == "stop" else "started"
+                    print(json.dumps({said: names[i], "t": time.time()}), flush=True)
             for i in per_slot[k % slots]:
+                if i in silent:
+                    continue
                 seq[i] += 1
+                if args.wobble:
+                    cpu[i] = min(
+                        100.0, max(0.0, cpu[i] + random.uniform(-args.wobble, args.wobble))
+                    )
                 try:
-                    socks[i].sendto(packet(names[i], boot, seq[i], interval), target)
+                    socks[i].sendto(packet(names[i], boot, seq[i], interval, cpu[i]), target)
                     sent += 1
                 except OSError:
                     errors += 1

@@ -10,9 +10,11 @@ reading thread stamps it, which the event loop cannot delay either.
 from __future__ import annotations
 
 import logging
+import platform
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +23,19 @@ from typing import Any
 log = logging.getLogger("pxcontrol.live")
 
 MAX_DATAGRAM = 65_535
+_GENERIC = {"x86_64", "i686", "aarch64", "armv7l", "riscv64"}
 BATCH = 512  # read at most this many before the detector looks at the clock again
 #: A kernel stamp further than this from the reading time is not believed (the
 #: wall clock jumped between the two): the reading time is used instead.
 TRUSTED_DELAY = 30.0
 
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", None)
+# Python names SO_TIMESTAMPNS on no platform; Linux's generic value (x86, ARM, RISC-V) is 35,
+# and the kernel answers SCM_TIMESTAMPNS with the same number. Elsewhere: stamped by the thread.
+_SO_TIMESTAMPNS = getattr(
+    socket,
+    "SO_TIMESTAMPNS",
+    35 if sys.platform == "linux" and platform.machine() in _GENERIC else None,
+)
 _TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 
@@ -69,6 +78,7 @@ class ArrivalReader:
         self._stop = threading.Event()
         self.last_tick: float | None = None  # the detector's heartbeat, for health
         self.errors = 0
+        self.kernel_stamped = 0  # datagrams that came with the kernel's arrival stamp
 
     def stop(self) -> None:
         self._stop.set()
@@ -116,6 +126,7 @@ class ArrivalReader:
             if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
                 seconds, nanoseconds = _TIMESPEC.unpack(data[: _TIMESPEC.size])
                 delay = time.time() - (seconds + nanoseconds / 1e9)
+                self.kernel_stamped += 1
                 if -0.01 <= delay <= TRUSTED_DELAY:  # a hair below 0: clock resolution
                     return now - max(delay, 0.0)
         return now

@@ -57,6 +57,26 @@ class Refused(Exception):
         self.message = message
 
 
+def _covering(show: ShowFile) -> dict[object, list[ClientDecl]]:
+    """Each covered address → the backups that cover it, in show order (looked up per row of
+    the status, so a lookup, not a walk over every client)."""
+    covering: dict[object, list[ClientDecl]] = {}
+    for c in show.clients:
+        for ip in dict.fromkeys(c.backup_for):
+            covering.setdefault(ip, []).append(c)
+    return covering
+
+
+def _covers(show: ShowFile) -> dict[str, list[str]]:
+    """Each backup → the clients it covers, in show order."""
+    by_ip = {c.ip: c.name for c in show.clients}
+    return {
+        c.name: [by_ip[ip] for ip in dict.fromkeys(c.backup_for) if by_ip.get(ip, c.name) != c.name]
+        for c in show.clients
+        if c.backup_for
+    }
+
+
 class BackupManager:
     def __init__(
         self,
@@ -68,6 +88,9 @@ class BackupManager:
         announce: Callable[[int, dict | None], Awaitable[None] | None] | None = None,
     ) -> None:
         self.show = show
+        self._covering = _covering(show)
+        self._by_name = {c.name: c for c in show.clients}
+        self._covers = _covers(show)
         self.epoch = saved.epoch
         self.placement = {c.name: c.name for c in self.playouts()}
         self.placement.update({k: v for k, v in saved.placement.items() if k in self.placement})
@@ -103,19 +126,22 @@ class BackupManager:
     def update(self, show: ShowFile) -> None:
         """Take a reloaded show (checked with why_not_reload first): placement is kept."""
         self.show = show
+        self._covering = _covering(show)
+        self._by_name = {c.name: c for c in show.clients}
+        self._covers = _covers(show)
         self.placement = {c.name: self.placement.get(c.name, c.name) for c in self.playouts()}
 
     # --- the declarations ---
 
     def client(self, name: str) -> ClientDecl:
-        found = self.show.client(name)
+        found = self._by_name.get(name)
         if found is None:
             known = ", ".join(c.name for c in self.show.clients) or "none"
             raise Refused("unknown client", f"no client is called {name!r} (clients: {known})")
         return found
 
     def backups_for(self, playout: ClientDecl) -> list[ClientDecl]:
-        return [c for c in self.show.clients if playout.ip in c.backup_for]
+        return list(self._covering.get(playout.ip, ()))
 
     def playouts(self) -> list[ClientDecl]:
         """Clients that some backup covers."""
@@ -126,13 +152,15 @@ class BackupManager:
 
     def carrying(self, backup: str) -> str | None:
         """The playout client whose outputs this backup plays now, if any."""
-        return next((p for p, b in self.placement.items() if b == backup and p != backup), None)
+        return next(
+            (p for p in self._covers.get(backup, ()) if self.placement.get(p) == backup), None
+        )
 
     def auto_enabled(self, name: str) -> bool:
         """Automatic backup for a playout client: the operator's switch, else the show's."""
         if name in self.auto_override:
             return self.auto_override[name]
-        playout = self.show.client(name)
+        playout = self._by_name.get(name)
         if playout is None:
             return False
         if "auto_backup" in playout.model_fields_set:

@@ -24,7 +24,7 @@ from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import ShowWatcher
 from pxcontrol.state import StateStore
-from pxcontrol.status import DirectorHealth, ShowStatus, snapshot
+from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard
 from pxcontrol.supervisor import Death, Supervisor
 from pxcontrol.tasks import cancel_and_wait
 from pxcontrol.web import WebServer
@@ -62,6 +62,7 @@ class Director:
         )
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show))
+        self.board = StatusBoard(self)
         self._heartbeat_port = heartbeat_port
         self._osc_port = osc_port
         self.osc = OscBridge(self)
@@ -81,6 +82,7 @@ class Director:
     async def start(self) -> None:
         saved = await self.store.open()
         self.app.events.restore(saved.events)
+        self.app.events.listen(self.board.listen)
         self.app.events.listen(self._persist)
         self.app.events.listen(self._maybe_retry)
         self.backup = BackupManager(
@@ -246,8 +248,15 @@ class Director:
         await self.store.close()
 
     def status(self) -> ShowStatus:
-        """The operator's view of the show now: OSC, the web page and the CLI show this."""
-        return snapshot(self)
+        """The operator's view of the show now: OSC, the web page and the CLI show this.
+
+        Assembled from rows kept up to date as events happen; figures are read fresh.
+        """
+        return self.board.status()
+
+    def client_status(self, name: str) -> ClientStatus | None:
+        """One client's status now (None when the show has no such client)."""
+        return self.board.client(name)
 
     def health(self) -> DirectorHealth:
         """Is the director itself judging? Its loop's lag, its detector's last tick."""

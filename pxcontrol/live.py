@@ -32,6 +32,7 @@ from pxcontrol.heartbeat import (
 )
 from pxcontrol.osc_transport import raise_receive_buffer
 from pxcontrol.show import ShowFile
+from pxcontrol.status import summarise_names
 from pxcontrol.supervisor import Supervisor
 
 log = logging.getLogger("pxcontrol.live")
@@ -169,7 +170,10 @@ class LiveSystems:
     @property
     def kernel_stamps(self) -> bool:
         """Are heartbeats stamped by the kernel as they arrive (else by the reading thread)?"""
-        return self._reader is not None and self._reader.stamped
+        reader = self._reader
+        if reader is None or not reader.stamped:
+            return False
+        return reader.kernel_stamped > 0 or self.heartbeats == 0  # asked for, and given
 
     def stalled_within(self, seconds: float) -> bool:
         """Did the detector find the director stopped within the last `seconds`?"""
@@ -335,7 +339,7 @@ class LiveSystems:
                     client=change.client,
                     alarm="mass failure",
                     message=f"{len(change.clients)} clients lost within "
-                    f"{change.seconds:.2f} s ({_some(change.clients)}): no automatic "
+                    f"{change.seconds:.2f} s ({summarise_names(change.clients)}): no automatic "
                     "takeover; check the director's own network",
                 )
 
@@ -423,10 +427,3 @@ def _run_all(effects: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None
             function(*args)
         except Exception:
             log.exception("handling heartbeats failed in %s", getattr(function, "__name__", "?"))
-
-
-def _some(names: tuple[str, ...], shown: int = 8) -> str:
-    """A few names, then how many more: an alarm stays readable at 500 clients."""
-    if len(names) <= shown:
-        return ", ".join(names)
-    return f"{', '.join(names[:shown])} and {len(names) - shown} more"

@@ -8,12 +8,17 @@ Every wait is on the page's DOM or the director's events, never a fixed sleep.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +27,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from pxcontrol.loader import DEMO_SHOW
-from pxcontrol.testing import Rig
+from pxcontrol.status import summarise_names
+from pxcontrol.testing import Rig, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -276,3 +282,176 @@ def test_the_page_reconnects_by_itself_when_the_director_restarts(demo: Rig, pag
     assert page.evaluate("window.notReloaded") is True
     # The event log came back with the restart in it.
     expect(page.locator('#events [data-kind="show.loaded"]')).to_have_count(2)
+
+
+# --- 500 clients: simulated agents on 127.0.X.Y (bench/_heartbeat_sim.py) ---
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+_sim_spec = importlib.util.spec_from_file_location("_heartbeat_sim", BENCH / "_heartbeat_sim.py")
+assert _sim_spec is not None and _sim_spec.loader is not None
+heartbeat_sim = importlib.util.module_from_spec(_sim_spec)
+_sim_spec.loader.exec_module(heartbeat_sim)
+
+MANY = 500  # every 5th client backs up the 4 before it, automatically: C004 covers C000–C003
+
+
+class Simulator:
+    """The heartbeat simulator as a subprocess that stops clients on command."""
+
+    def __init__(self, port: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BENCH / "_heartbeat_sim.py"), "--director",
+             f"127.0.0.1:{port}", "--clients", str(MANY), "--seconds", "300", "--control"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+    def stop(self, *names: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(f"stop {n}\n" for n in names))
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Iterator[tuple[Rig, Simulator]]:
+    # Offline after 1.5 s: this machine's other work (chromium starting) must not look like
+    # 500 clients failing; the clients the tests stop go offline all the same.
+    show = heartbeat_sim.show_toml(MANY, 5, online_after=0.3, auto=True, offline_after=1.5)
+    rig = Rig(tmp_path_factory.mktemp("many"), show)
+    simulator = None
+    try:
+        director = rig.start_director()
+        simulator = Simulator(rig.heartbeat_port)
+        wait_for(lambda: len(director.of_kind("client.online")) >= MANY, 30, "500 clients online")
+        yield rig, simulator
+    finally:
+        if simulator is not None:
+            simulator.close()
+        rig.close()
+
+
+def group_of(name: str) -> set[str]:
+    """The clients whose rows depend on `name`'s: its backup and the clients that share it."""
+    first = int(name[1:]) // 5 * 5
+    return {f"C{i:03d}" for i in range(first, first + 5)}
+
+
+def test_the_feed_sends_the_whole_show_once_then_only_the_rows_that_changed(many):
+    rig, simulator = many
+    director = rig.director
+    assert director is not None
+    with connect(f"ws://127.0.0.1:{rig.http_port}/ws", max_size=None) as feed:
+        first = json.loads(feed.recv(timeout=10))
+        assert first["type"] == "status" and len(first["status"]["clients"]) == MANY
+        assert json.loads(feed.recv(timeout=5))["type"] == "log"
+        since = len(director.events)
+        simulator.stop("C007")
+        rows: dict[str, dict] = {}
+        updates = []
+        deadline = time.monotonic() + 10
+        while not (
+            rows.get("C007", {}).get("plays_on") == "C009"
+            and rows.get("C009", {}).get("carrying") == "C007"
+            and rows.get("C005", {}).get("can_switch") is False
+        ):
+            assert time.monotonic() < deadline, f"rows seen: {sorted(rows)}"
+            message = json.loads(feed.recv(timeout=5))
+            assert message["type"] == "update", "after connecting, only updates"
+            updates.append(message)
+            rows.update({c["name"]: c for c in message.get("clients", [])})
+    assert rows["C007"]["state"] == "offline"
+    # The takeover's own update carries C005's new row (not a later sweep over the rows).
+    carried = next(
+        u for u in updates if any(c.get("carrying") == "C007" for c in u.get("clients", []))
+    )
+    assert any(c["name"] == "C005" and not c["can_switch"] for c in carried["clients"])
+    # C005 raised no event: its backup became busy, so it cannot be switched now.
+    assert (
+        rows["C005"]["why_not_switch"]
+        == "backup C009 already plays the outputs of C007; move C007 back first"
+    )
+    # Only rows that changed: clients named by an event since, and the clients sharing
+    # their backup; never the whole show again.
+    named = {e["client"] for e in director.events[since:] if "client" in e}
+    assert set(rows) <= set().union(*(group_of(n) for n in named))
+    assert all(len(u.get("clients", [])) <= 10 for u in updates)
+    events = [e for u in updates for e in u.get("events", [])]
+    assert [e["kind"] for e in events if e.get("client") == "C007"][:2] == [
+        "client.late",
+        "client.offline",
+    ]
+
+
+def test_a_page_of_500_clients_searches_filters_and_puts_problems_first(many, page: Page):
+    rig, simulator = many
+    director = rig.director
+    assert director is not None
+    open_live(page, url(rig))
+    clients = page.locator("#clients tbody tr.client")
+    expect(page.locator("#shown-count")).to_have_text(f"{MANY} of {MANY}")
+    expect(clients.first).to_be_visible()
+    in_document = clients.count()
+    assert 10 <= in_document <= 60, f"{in_document} rows in the document for {MANY} clients"
+
+    # A backup goes, then the four clients it covers: their automatic takeovers are refused
+    # together, and the page shows that as one alarm, not four.
+    simulator.stop("C104")
+    director.wait_event("client.offline", client="C104")
+    simulator.stop("C100", "C101", "C102", "C103")
+    for name in ("C100", "C101", "C102", "C103"):
+        director.wait_event("backup.failed", client=name)
+    offline = {e["client"] for e in director.of_kind("client.offline")}
+    expect(page.locator('#summary [data-count="offline"] b')).to_have_text(str(len(offline)))
+    alarm = page.locator('#alarm-list li[data-kind="backup.failed"]').first
+    expect(alarm).to_have_attribute("data-count", "4")
+    expect(alarm).to_contain_text("4 × within")
+    expect(alarm).to_contain_text("C100, C101, C102, C103")
+    # Problems first: the offline clients head the table, in show order.
+    names = lambda: clients.evaluate_all("rows => rows.map(r => r.dataset.client)")  # noqa: E731
+    wait_for(lambda: set(names()[: len(offline)]) == offline, 10, "offline clients first")
+    first = clients.first
+    expect(first).to_have_attribute("data-state", "offline")
+    expect(first.locator(".c-heard")).to_contain_text("s ago")
+
+    # Search by name and by address.
+    page.locator("#search").fill("C49")
+    expect(page.locator("#shown-count")).to_have_text(f"10 of {MANY}")
+    assert names() == [f"C49{i}" for i in range(10)]
+    page.locator("#search").fill("127.0.2.250")
+    expect(page.locator("#shown-count")).to_have_text(f"1 of {MANY}")
+    expect(clients).to_have_count(1)
+    page.locator("#search").fill("")
+
+    # Filter by role, then by state; the document keeps a bounded number of rows.
+    page.locator("#role-filter").select_option("backup")
+    expect(page.locator("#shown-count")).to_have_text(f"{MANY // 5} of {MANY}")
+    assert set(clients.locator(".role").all_text_contents()) == {"backup"}
+    assert clients.count() <= 60
+    page.locator("#role-filter").select_option("")
+    page.locator("#state-filter").select_option("offline")
+    expect(page.locator("#shown-count")).to_have_text(f"{len(offline)} of {MANY}")
+    assert set(names()) == offline
+    page.locator("#state-filter").select_option("")
+
+    # Scrolled to the end, the last rows are drawn and the first ones left the document.
+    expect(page.locator("#shown-count")).to_have_text(f"{MANY} of {MANY}")
+    page.locator("#clients-scroll").evaluate("s => { s.scrollTop = s.scrollHeight; }")
+    expect(row(page, "C499")).to_be_attached()
+    expect(row(page, "C100")).not_to_be_attached()
+    assert clients.count() <= 60
+
+    # Grouped by backup: the group with problems first, each backup heading its group.
+    page.locator("#clients-scroll").evaluate("s => { s.scrollTop = 0; }")
+    page.locator("#group").check()
+    groups = page.locator("#clients tbody tr.group")
+    expect(groups.first).to_have_attribute("data-group", re.compile("C104|C009"))
+    expect(groups.first).to_contain_text("with problems")
+
+
+def test_many_names_are_summarised():
+    assert summarise_names(["A", "B"], 3) == "A, B"
+    names = [f"C{i:03d}" for i in range(37)]
+    assert summarise_names(names, 3) == "C000, C001, C002 … and 34 more"

@@ -1,14 +1,18 @@
-"""The page's live feed over a websocket: never polled, always pushed.
+"""The page's live feed over a websocket: never polled, always pushed, and paid for by change.
 
-On connect a page gets the show's status and the recent event log; after
-every event, the event and a fresh status; between events, the clients'
-performance figures a few times a second. A page that falls behind is closed
-(and reconnects for a fresh status) rather than buffered without end.
+On connect a page gets the whole show once (`status`) and the recent event log
+(`log`). After that it gets only `update` messages: the client rows that
+changed, the new events, the figures that moved, the modules, action results
+and epoch when they changed. Updates are paced (at most one per PACE per page)
+and coalesced: a row that changed three times in between is sent once, as it
+is now. A row is encoded to JSON once per change (by the status board) and the
+same text goes to every page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -25,47 +29,54 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pxcontrol.web")
 
+PACE = 0.1  # seconds: at most one update per page this often
 PERFORMANCE_EVERY = 0.5  # seconds: agents measure at this rate too
+SWEEP = 50  # rows revisited per performance tick, in case a change raised no event
 BACKLOG = 300  # events a page gets on connect
-BEHIND = 1000  # messages a page may have waiting before it is closed to catch up
+BEHIND = 1000  # events waiting for one page: past this it gets the whole state again
 SERVICE_RESTART = 1012  # close code: the director stops; the page reconnects
-TRY_AGAIN_LATER = 1013  # close code: the page fell behind; the page reconnects
-
-
-class _Close:
-    def __init__(self, code: int, reason: str) -> None:
-        self.code, self.reason = code, reason
+NEW_SHOW = ("show.reloaded", "show.loaded")  # rows may have come or gone: send everything
+MODULE_KINDS = ("module.status", *NEW_SHOW)
 
 
 class Subscriber:
-    """One open page: what is still to send to it."""
+    """One open page: what it has not been sent yet."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | _Close] = asyncio.Queue()
-        self.status_due = False
+        self.rows: set[str] = set()
+        self.events: list[str] = []
+        self.figures: dict[str, dict] = {}
+        self.parts: dict[str, str] = {}  # "modules", "calls", "epoch": encoded, newest only
+        self.full_due = False
+        self.closing: tuple[int, str] | None = None
+        self.wake = asyncio.Event()
 
-    def put(self, message: str, status_due: bool = False) -> None:
-        if self.queue.qsize() >= BEHIND:
-            self.close(TRY_AGAIN_LATER, "the page fell behind")
-            return
-        self.queue.put_nowait(message)
-        self.status_due = self.status_due or status_due
+    def pending(self) -> bool:
+        return bool(self.rows or self.events or self.figures or self.parts or self.full_due)
 
     def close(self, code: int, reason: str) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(_Close(code, reason))
+        self.closing = (code, reason)
+        self.wake.set()
 
 
 class Feed:
     def __init__(self, director: Director) -> None:
         self.director = director
+        self.board = director.board
         self.subscribers: set[Subscriber] = set()
+        self.recent: collections.deque[str] = collections.deque(maxlen=BACKLOG)
         self._unlisten: Any = None
         self._ticker: asyncio.Task[None] | None = None
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
+        self._modules_due = True
+        self._sent: dict[str, str] = {}  # the last modules/calls/epoch text pages were sent
+        self._last_call: object = None
 
     def start(self) -> None:
+        self.recent.extend(_dumps(e.as_dict()) for e in list(self.director.app.events)[-BACKLOG:])
         self._unlisten = self.director.app.events.listen(self._on_event)
+        self.board.on_stale = self._schedule
         self._ticker = asyncio.get_running_loop().create_task(
             self._tick(), name="web performance feed"
         )
@@ -74,6 +85,9 @@ class Feed:
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
+        self.board.on_stale = None
+        if self._flush_at is not None:
+            self._flush_at.cancel()
         if self._ticker is not None:
             await cancel_and_wait([self._ticker])
         for subscriber in self.subscribers:
@@ -81,51 +95,113 @@ class Feed:
 
     # --- what a page is sent ---
 
-    def status(self) -> str:
-        status = self.director.status()
-        calls = [record.as_dict() for record in self.director.app.last_calls.values()]
-        return _dumps(
-            {
-                "type": "status",
-                "time": time.time(),
-                "status": status.model_dump(mode="json"),
-                "calls": calls,
-            }
+    def full_state(self) -> str:
+        """The whole show as pages see it: kept rows, figures as last pushed."""
+        board = self.board
+        self._flush()  # pages already open get what changed up to now; this one gets it all
+        names = board.names()
+        self._last_call = self._newest_call()
+        parts = self._parts()
+        self._sent.update(parts)
+        moved = board.figures_moved()  # the new baseline: pages already open hear of it too
+        for subscriber in self.subscribers:
+            subscriber.figures.update(moved)
+        figures = board.figures_now()
+        rows = ", ".join(board.encoded[n] for n in names)
+        return (
+            f'{{"type": "status", "time": {time.time()!r}, "status": {{"file": '
+            f'{json.dumps(str(self.director.loaded.path))}, "epoch": {parts["epoch"]}, '
+            f'"clients": [{rows}], "modules": {parts["modules"]}}}, "calls": {parts["calls"]}, '
+            f'"figures": {_dumps(figures)}}}'
         )
 
     def backlog(self) -> str:
-        events = list(self.director.app.events)[-BACKLOG:]
-        return _dumps({"type": "log", "events": [e.as_dict() for e in events]})
+        return f'{{"type": "log", "events": [{", ".join(self.recent)}]}}'
 
-    def performance(self) -> str:
-        clients = {
-            name: {
-                "cpu": seen.cpu,
-                "memory": seen.memory,
-                "gpu": seen.gpu,
-                "extra": seen.extra,
-                "heard_at": seen.heard_at,
-            }
-            for name, seen in self.director.live.clients.items()
-        }
-        return _dumps({"type": "performance", "time": time.time(), "clients": clients})
+    def update(self, subscriber: Subscriber) -> str:
+        """What `subscriber` has not been sent yet, in one message; clears it."""
+        encoded = self.board.encoded
+        rows = [encoded[n] for n in subscriber.rows if n in encoded]
+        parts = [f'"type": "update", "time": {time.time()!r}']
+        if rows:
+            parts.append(f'"clients": [{", ".join(rows)}]')
+        if subscriber.events:
+            parts.append(f'"events": [{", ".join(subscriber.events)}]')
+        if subscriber.figures:
+            parts.append(f'"figures": {_dumps(subscriber.figures)}')
+        parts.extend(f'"{key}": {text}' for key, text in subscriber.parts.items())
+        subscriber.rows, subscriber.events, subscriber.figures, subscriber.parts = (
+            set(), [], {}, {}
+        )  # fmt: skip
+        return "{" + ", ".join(parts) + "}"
+
+    def _parts(self) -> dict[str, str]:
+        calls = [record.as_dict() for record in self.director.app.last_calls.values()]
+        modules = [m.model_dump(mode="json") for m in self.board.modules()]
+        return {"modules": _dumps(modules), "calls": _dumps(calls), "epoch": str(self.board.epoch)}
+
+    def _newest_call(self) -> object:
+        calls = self.director.app.calls
+        return calls[-1] if calls else None
 
     # --- pushing ---
 
     def _on_event(self, event: Event) -> None:
+        message = _dumps(event.as_dict())
+        self.recent.append(message)
+        if event.kind in MODULE_KINDS:
+            self._modules_due = True
+        for subscriber in self.subscribers:
+            if event.kind in NEW_SHOW:
+                subscriber.full_due = True
+            subscriber.events.append(message)
+            if len(subscriber.events) > BEHIND:
+                subscriber.events.clear()  # it gets the log again with the whole state
+                subscriber.full_due = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Flush soon: now if the last flush was PACE ago, else when it will have been."""
+        if self._flush_at is not None or not self.subscribers:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_flush + PACE - loop.time())
+        self._flush_at = loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        """Recompute the stale rows and hand every page what changed."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        self._flush_at = None
+        self._last_flush = asyncio.get_running_loop().time()
         if not self.subscribers:
             return
-        message = _dumps({"type": "event", "event": event.as_dict()})
-        for subscriber in list(self.subscribers):
-            subscriber.put(message, status_due=True)
+        changed = self.board.take_changed()
+        parts: dict[str, str] = {}
+        newest = self._newest_call()
+        if newest is not self._last_call or self._modules_due:
+            self._last_call = newest
+            self._modules_due = False
+            parts = {k: v for k, v in self._parts().items() if self._sent.get(k) != v}
+        elif str(self.board.epoch) != self._sent.get("epoch"):
+            parts = {"epoch": str(self.board.epoch)}
+        self._sent.update(parts)
+        for subscriber in self.subscribers:
+            subscriber.rows.update(changed)
+            subscriber.parts.update(parts)
+            if subscriber.pending():
+                subscriber.wake.set()
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(PERFORMANCE_EVERY)
-            if self.subscribers:
-                message = self.performance()
-                for subscriber in list(self.subscribers):
-                    subscriber.put(message)
+            if not self.subscribers:
+                continue
+            moved = self.board.figures_moved()
+            for subscriber in self.subscribers:
+                subscriber.figures.update(moved)
+            self.board.sweep(SWEEP)
+            self._schedule()
 
     async def serve(self, websocket: WebSocket) -> None:
         """Feed one page until it goes away or the director stops."""
@@ -144,18 +220,30 @@ class Feed:
             log.debug("a page's feed ended: %s", sending.exception())
 
     async def _send(self, websocket: WebSocket, subscriber: Subscriber) -> None:
-        await websocket.send_text(self.status())
-        await websocket.send_text(self.backlog())
+        subscriber.full_due = True
+        loop = asyncio.get_running_loop()
         while True:
-            message = await subscriber.queue.get()
-            if isinstance(message, _Close):
+            if subscriber.closing is not None:
                 with contextlib.suppress(Exception):  # the page may be gone already
-                    await websocket.close(message.code, message.reason)
+                    await websocket.close(*subscriber.closing)
                 return
-            await websocket.send_text(message)
-            if subscriber.queue.empty() and subscriber.status_due:
-                subscriber.status_due = False  # one status after a burst of events
-                await websocket.send_text(self.status())
+            sent_at = loop.time()
+            if subscriber.full_due:
+                # Taken in one go: nothing that happens from here on is lost or sent twice.
+                subscriber.full_due = False
+                full = self.full_state()  # also hands this page what changed so far: drop it
+                subscriber.rows, subscriber.events, subscriber.figures, subscriber.parts = (
+                    set(), [], {}, {}
+                )  # fmt: skip
+                backlog = self.backlog()
+                await websocket.send_text(full)
+                await websocket.send_text(backlog)
+            elif subscriber.pending():
+                await websocket.send_text(self.update(subscriber))
+            await asyncio.sleep(max(0.0, sent_at + PACE - loop.time()))
+            if not subscriber.pending() and subscriber.closing is None:
+                subscriber.wake.clear()
+                await subscriber.wake.wait()
 
 
 async def _hear(websocket: WebSocket) -> None:
@@ -166,5 +254,5 @@ async def _hear(websocket: WebSocket) -> None:
             return
 
 
-def _dumps(message: dict[str, Any]) -> str:
+def _dumps(message: Any) -> str:
     return json.dumps(message, default=str)

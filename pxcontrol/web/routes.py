@@ -7,6 +7,8 @@ manager's decision.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -71,7 +73,12 @@ class LiveSystemsPage:
         return FileResponse(STATIC / "index.html")
 
     async def status(self, request: Request) -> Response:
-        return Response(self.feed.status(), media_type="application/json")
+        """The whole show now, figures read fresh: for scripts (pages get the feed)."""
+        status = self.director.status()
+        calls = [record.as_dict() for record in self.director.app.last_calls.values()]
+        body = {"type": "status", "time": time.time(), "status": status.model_dump(mode="json")}
+        text = json.dumps({**body, "calls": calls}, default=str)
+        return Response(text, media_type="application/json")
 
     async def switch(self, request: Request) -> Response:
         body = await _read(request, SwitchRequest)

@@ -1,13 +1,21 @@
 // The Live Systems page: everything it shows is pushed by the director over one websocket.
-// No polling: a status snapshot arrives on connect and after every event, performance
-// figures a few times a second. When the director goes away the page says so, greys
-// out what it can no longer vouch for, and reconnects by itself.
+// No polling: the whole show arrives once on connect ("status" and "log"), then only what
+// changed ("update": changed client rows, new events, figures that moved). Built for 500
+// clients: the table keeps only the rows in view in the document (virtualised), problems
+// first, with search, filters and grouping by backup. When the director goes away the page
+// says so, greys out what it can no longer vouch for, and reconnects by itself.
 "use strict";
 
 const HISTORY = 60; // sparkline samples per figure (30 s at two a second)
+const SAMPLE_MS = 500;
 const EVENTS_KEPT = 500;
 const ALARM_KINDS = new Set(["alarm", "backup.failed", "action.failed"]);
 const RETRY_MS = [250, 500, 1000, 2000]; // then every 2 s until the director is back
+const ROW_HEIGHT = 56; // px, fixed: the table is virtualised (see style.css)
+const GROUP_HEIGHT = 30;
+const OVERSCAN = 6; // rows drawn beyond each edge of the view
+const NAMES_SHOWN = 6; // names listed in an aggregated alarm before "and N more"
+const TOGETHER_S = 1.0; // alarms of one kind this close together are shown as one
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -16,9 +24,16 @@ const page = {
   live: false,
   refused: "",
   retries: 0,
-  status: null,
-  rows: new Map(), // client name → its table row
+  status: null, // { file, epoch, modules }: the show-level part
+  clients: new Map(), // client name → its row (ClientStatus), as last sent
+  order: new Map(), // client name → its place in the show
+  figures: new Map(), // client name → { cpu, memory, gpu, fps }
   history: new Map(), // client name → { cpu: [], memory: [], gpu: [], fps: [] }
+  view: [], // what the table shows, in order: client names and { group } headings
+  rows: new Map(), // client name → its table row, only for rows in the document
+  drawn: new Map(), // client name → the row data it was drawn from
+  layoutDue: false,
+  drawDue: false,
   alarms: [], // alarm-kind events, oldest first
   ackKey: "",
 };
@@ -61,78 +76,258 @@ function setLink(live) {
         ? "director unreachable — reconnecting…"
         : "connecting…";
   document.body.classList.toggle("stale", !live);
-  if (page.status) renderClients(page.status.clients);
+  page.drawn.clear(); // buttons follow the link: redraw the rows in view
+  drawSoon();
 }
 
 function receive(message) {
   switch (message.type) {
     case "status":
-      page.status = message.status;
-      renderStatus(message.status, message.calls);
+      applyStatus(message);
       break;
     case "log":
       renderLog(message.events);
       break;
-    case "event":
-      addEvent(message.event, true);
-      break;
-    case "performance":
-      addPerformance(message.clients);
+    case "update":
+      applyUpdate(message);
       break;
   }
 }
 
-// --- the clients ---
+// --- the show's state, as the director sends it ---
 
-function renderStatus(status, calls) {
+function applyStatus({ status, calls, figures }) {
+  page.status = { file: status.file, epoch: status.epoch, modules: status.modules };
+  page.clients = new Map(status.clients.map((c) => [c.name, c]));
+  page.order = new Map(status.clients.map((c, i) => [c.name, i]));
+  for (const c of status.clients) page.figures.set(c.name, rowFigures(c));
+  for (const [name, f] of Object.entries(figures || {})) page.figures.set(name, f);
+  for (const name of [...page.history.keys()]) if (!page.clients.has(name)) page.history.delete(name);
   const file = status.file.split("/");
   $("#show-file").textContent = file.slice(-2).join("/");
   $("#show-file").title = status.file;
   $("#epoch").textContent = status.epoch;
-  const online = status.clients.filter((c) => c.state === "online").length;
-  $("#online-count").textContent = `${online}/${status.clients.length}`;
   const key = `pxcontrol.ack.${status.file}`;
   if (page.ackKey !== key) {
     page.ackKey = key;
     renderAlarms();
   }
-  renderClients(status.clients);
+  page.drawn.clear();
   renderModules(status.modules);
   renderCalls(calls);
+  layoutSoon();
 }
 
-function renderClients(clients) {
-  const body = $("#clients tbody");
-  const names = new Set(clients.map((c) => c.name));
-  for (const [name, row] of page.rows) {
-    if (!names.has(name)) {
-      row.remove();
-      page.rows.delete(name);
+function applyUpdate(message) {
+  if (message.clients) {
+    for (const c of message.clients) {
+      if (!page.order.has(c.name)) page.order.set(c.name, page.order.size);
+      page.clients.set(c.name, c);
+      page.figures.set(c.name, rowFigures(c));
     }
+    layoutSoon(); // a state or placement may have moved the row up or down
   }
-  const covers = new Map(); // backup → the clients it covers
-  for (const c of clients) {
-    for (const b of c.backups) covers.set(b, [...(covers.get(b) || []), c.name]);
+  if (message.figures) {
+    for (const [name, f] of Object.entries(message.figures)) page.figures.set(name, f);
+    drawFiguresInView();
   }
-  clients.forEach((client, i) => {
-    let row = page.rows.get(client.name);
-    if (!row) {
-      row = makeRow(client.name);
-      page.rows.set(client.name, row);
-    }
-    updateRow(row, client, covers.get(client.name) || []);
-    if (body.children[i] !== row) body.insertBefore(row, body.children[i] || null);
+  if (message.events) addEvents(message.events);
+  if (message.modules) renderModules(message.modules);
+  if (message.calls) renderCalls(message.calls);
+  if (message.epoch != null && page.status) {
+    page.status.epoch = message.epoch;
+    $("#epoch").textContent = message.epoch;
+  }
+}
+
+function rowFigures(c) {
+  return { cpu: c.cpu, memory: c.memory, gpu: c.gpu && c.gpu.load != null ? c.gpu.load : null, fps: frameRate(c.extra) };
+}
+
+// --- which clients the table shows, in which order ---
+
+function problem(c) {
+  // 0 offline or failed, 1 late, 2 on backup (its outputs play elsewhere, or it carries some),
+  // 3 fine, 4 dry (declared, never heard).
+  if (c.state === "offline" || c.state === "failed") return 0;
+  if (c.late) return 1;
+  if (c.plays_on !== c.name || c.carrying) return 2;
+  if (c.state === "dry") return 4;
+  return 3;
+}
+
+function groupOf(c) {
+  return c.role === "backup" ? c.name : c.backups[0] || "";
+}
+
+function matches(c, search, state, role) {
+  if (role && c.role !== role) return false;
+  if (state === "problems" && problem(c) > 2) return false;
+  if (state === "late" && !c.late) return false;
+  if (state === "on-backup" && problem(c) !== 2 && !(c.plays_on !== c.name || c.carrying)) return false;
+  if (["online", "offline", "failed", "dry"].includes(state) && c.state !== state) return false;
+  if (search && !c.name.toLowerCase().includes(search) && !c.ip.includes(search)) return false;
+  return true;
+}
+
+function computeView() {
+  const search = $("#search").value.trim().toLowerCase();
+  const state = $("#state-filter").value;
+  const role = $("#role-filter").value;
+  const grouped = $("#group").checked;
+  const shown = [];
+  for (const c of page.clients.values()) if (matches(c, search, state, role)) shown.push(c);
+  const place = (c) => page.order.get(c.name);
+  const byProblem = (a, b) => problem(a) - problem(b) || place(a) - place(b);
+  if (!grouped) {
+    shown.sort(byProblem);
+    return { view: shown.map((c) => c.name), total: shown.length };
+  }
+  const groups = new Map(); // group → its clients
+  for (const c of shown) {
+    const key = groupOf(c);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(c);
+  }
+  const ranked = [...groups.entries()].map(([key, members]) => {
+    members.sort((a, b) => (a.name === key) - (b.name === key) || byProblem(a, b));
+    members.sort((a, b) => (b.name === key) - (a.name === key)); // the backup heads its group
+    const worst = Math.min(...members.map(problem));
+    const first = Math.min(...members.map(place));
+    return { key, members, worst, first, problems: members.filter((m) => problem(m) <= 2).length };
+  });
+  ranked.sort((a, b) => (a.key === "") - (b.key === "") || a.worst - b.worst || a.first - b.first);
+  const view = [];
+  for (const g of ranked) {
+    view.push({ group: g.key, count: g.members.length, problems: g.problems });
+    for (const m of g.members) view.push(m.name);
+  }
+  return { view, total: shown.length };
+}
+
+function layoutSoon() {
+  if (page.layoutDue) return;
+  page.layoutDue = true;
+  requestAnimationFrame(() => {
+    page.layoutDue = false;
+    const { view, total } = computeView();
+    page.view = view;
+    $("#shown-count").textContent = `${total} of ${page.clients.size}`;
+    renderSummary();
+    drawWindow();
   });
 }
 
+function drawSoon() {
+  if (page.drawDue) return;
+  page.drawDue = true;
+  requestAnimationFrame(() => {
+    page.drawDue = false;
+    drawWindow();
+  });
+}
+
+function heightOf(item) {
+  return typeof item === "string" ? ROW_HEIGHT : GROUP_HEIGHT;
+}
+
+// Only the rows in view (and a few beyond) are in the document; spacers stand for the rest.
+function drawWindow() {
+  const wrap = $("#clients-scroll");
+  const top = wrap.scrollTop - ($("#clients thead").offsetHeight || 0);
+  const bottom = top + wrap.clientHeight;
+  let y = 0;
+  let first = -1;
+  let last = -1;
+  let above = 0;
+  for (let i = 0; i < page.view.length; i++) {
+    const h = heightOf(page.view[i]);
+    if (first < 0 && y + h > top) first = Math.max(0, i - OVERSCAN);
+    if (y < bottom) last = i;
+    y += h;
+  }
+  const total = y;
+  if (first < 0) first = Math.max(0, page.view.length - OVERSCAN);
+  last = Math.min(page.view.length - 1, last + OVERSCAN);
+  for (let i = 0; i < first; i++) above += heightOf(page.view[i]);
+  let inside = 0;
+  const keep = new Set();
+  const children = [];
+  for (let i = first; i <= last && i >= 0; i++) {
+    const item = page.view[i];
+    inside += heightOf(item);
+    if (typeof item !== "string") {
+      children.push(groupRow(item));
+      continue;
+    }
+    keep.add(item);
+    let row = page.rows.get(item);
+    if (!row) {
+      row = makeRow(item);
+      page.rows.set(item, row);
+    }
+    const c = page.clients.get(item);
+    if (page.drawn.get(item) !== c) {
+      updateRow(row, c);
+      page.drawn.set(item, c);
+      drawFigures(row, item);
+    }
+    children.push(row);
+  }
+  for (const name of [...page.rows.keys()]) {
+    if (!keep.has(name)) {
+      page.rows.delete(name);
+      page.drawn.delete(name);
+    }
+  }
+  const before = $("#spacer-top");
+  const after = $("#spacer-bottom");
+  before.style.height = `${above}px`;
+  after.style.height = `${Math.max(0, total - above - inside)}px`;
+  const body = $("#clients tbody");
+  const current = body.children;
+  let same = current.length === children.length + 2;
+  for (let i = 0; same && i < children.length; i++) same = current[i + 1] === children[i];
+  if (!same) body.replaceChildren(before, ...children, after);
+}
+
+function groupRow({ group, count, problems }) {
+  const row = document.createElement("tr");
+  row.className = "group";
+  row.dataset.group = group;
+  row.innerHTML = `<td colspan="11"><b></b> <span class="count"></span></td>`;
+  $("b", row).textContent = group ? `backup ${group}` : "no backup";
+  $(".count", row).textContent = `${count} client${count === 1 ? "" : "s"}${problems ? ` · ${problems} with problems` : ""}`;
+  return row;
+}
+
+function renderSummary() {
+  const counts = { online: 0, offline: 0, failed: 0, late: 0, "on-backup": 0, dry: 0 };
+  for (const c of page.clients.values()) {
+    if (c.state in counts) counts[c.state] += 1;
+    if (c.late) counts.late += 1;
+    if (c.role === "playout" && c.plays_on !== c.name) counts["on-backup"] += 1;
+  }
+  for (const [key, n] of Object.entries(counts)) {
+    const cell = $(`#summary [data-count="${key}"]`);
+    $("b", cell).textContent = n;
+    cell.classList.toggle("zero", n === 0);
+  }
+  $("#online-count").textContent = `${counts.online}/${page.clients.size}`;
+}
+
+// --- one client's row ---
+
 function makeRow(name) {
   const row = document.createElement("tr");
+  row.className = "client";
   row.dataset.client = name;
   row.innerHTML = `
     <td class="c-state"><span class="pill"></span><span class="late" hidden>LATE</span></td>
     <td class="c-name"><span class="name"></span><span class="shield" hidden></span><span class="role"></span><div class="sub"></div></td>
     <td class="c-ip mono"></td>
     <td class="c-plays"><span class="plays"></span></td>
+    <td class="c-heard mono"></td>
     ${["cpu", "memory", "gpu", "fps"].map((m) => `
     <td class="c-metric" data-metric="${m}"><span class="value">–</span>
       <svg class="spark" viewBox="0 0 60 18" preserveAspectRatio="none"><path class="area"/><path class="line"/></svg></td>`).join("")}
@@ -164,9 +359,16 @@ function mark(ok) {
 
 const SHIELD = `<svg viewBox="0 0 16 16" aria-hidden="true"><path d="M8 1 2.5 3v4.2c0 3.4 2.3 6.4 5.5 7.8 3.2-1.4 5.5-4.4 5.5-7.8V3L8 1Z"/><path class="tick" d="m5.3 8 1.9 1.9 3.6-3.8"/></svg>`;
 
-function updateRow(row, c, covers) {
+function covers(backup) {
+  const names = [];
+  for (const c of page.clients.values()) if (c.backups.includes(backup)) names.push(c.name);
+  return names;
+}
+
+function updateRow(row, c) {
   row.dataset.state = c.state;
   row.dataset.playsOn = c.plays_on;
+  row.dataset.problem = problem(c);
   row.classList.toggle("taken-over", c.plays_on !== c.name);
   row.classList.toggle("carrying", Boolean(c.carrying));
 
@@ -179,8 +381,9 @@ function updateRow(row, c, covers) {
   const shield = $(".shield", row);
   shield.hidden = c.backups.length === 0;
   shield.title = `backed up by ${c.backups.join(", ")}`;
-  $(".sub", row).textContent =
-    c.role === "backup" ? `covers ${covers.join(", ") || "—"}` : c.gpu_name || "";
+  const sub = $(".sub", row);
+  sub.textContent = c.role === "backup" ? `covers ${covers(c.name).join(", ") || "—"}` : c.gpu_name || "";
+  sub.title = sub.textContent;
   $(".c-ip", row).textContent = c.ip;
   const role = $(".role", row);
   role.textContent = c.state === "dry" ? `${c.role} · dry` : c.role;
@@ -199,19 +402,7 @@ function updateRow(row, c, covers) {
     plays.className = "plays home";
     plays.title = c.outputs.concat(c.live_inputs).join(", ");
   }
-
-  const figures = {
-    cpu: c.cpu,
-    memory: c.memory,
-    gpu: c.gpu && c.gpu.load != null ? c.gpu.load : null,
-    fps: frameRate(c.extra),
-  };
-  for (const [metric, value] of Object.entries(figures)) {
-    const cell = $(`[data-metric="${metric}"]`, row);
-    $(".value", cell).textContent = formatFigure(metric, value);
-    cell.classList.toggle("hot", metric !== "fps" && value != null && value >= 90);
-    drawSpark(cell, historyOf(c.name)[metric], metric);
-  }
+  drawHeard(row, c);
 
   renderAuto($(".c-auto", row), c);
 
@@ -230,7 +421,31 @@ function updateRow(row, c, covers) {
   else if (!covered) why = c.role === "backup" ? "" : "no backup covers it";
   else if (!c.can_switch) why = c.why_not_switch;
   if (why && whyNotMove && moveButton.disabled) why = `${why}; ${whyNotMove}`;
-  $(".why", row).textContent = why;
+  const whyCell = $(".why", row);
+  whyCell.textContent = why;
+  whyCell.title = why;
+}
+
+// "now" while heartbeats arrive on time; else how long ago the last one came.
+function drawHeard(row, c) {
+  const cell = $(".c-heard", row);
+  if (c.heard_at == null) {
+    cell.textContent = "never";
+    cell.title = "";
+    return;
+  }
+  cell.title = `last heartbeat ${clock(c.heard_at)}`;
+  if (c.state === "online" && !c.late) {
+    cell.textContent = "now";
+    return;
+  }
+  cell.textContent = ago(Date.now() / 1000 - c.heard_at);
+}
+
+function ago(seconds) {
+  if (seconds < 60) return `${Math.max(0, seconds).toFixed(1)} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  return `${Math.floor(seconds / 3600)} h ago`;
 }
 
 function renderAuto(cell, c) {
@@ -271,30 +486,38 @@ function historyOf(name) {
   return page.history.get(name);
 }
 
-function addPerformance(clients) {
-  for (const [name, p] of Object.entries(clients)) {
+// Every client's figures are sampled twice a second (the director pushes only figures that
+// moved, so an unchanged figure is carried forward); only rows in view are drawn.
+function sampleFigures() {
+  for (const [name, c] of page.clients) {
+    if (c.state !== "online") continue;
     const history = historyOf(name);
-    const sample = {
-      cpu: p.cpu,
-      memory: p.memory,
-      gpu: p.gpu && p.gpu.load != null ? p.gpu.load : null,
-      fps: frameRate(p.extra),
-    };
-    for (const [metric, value] of Object.entries(sample)) {
+    const f = page.figures.get(name) || {};
+    for (const metric of ["cpu", "memory", "gpu", "fps"]) {
       const series = history[metric];
-      series.push(value);
+      series.push(f[metric] ?? null);
       if (series.length > HISTORY) series.shift();
     }
-    const row = page.rows.get(name);
-    if (!row) continue;
-    for (const [metric, value] of Object.entries(sample)) {
-      const cell = $(`[data-metric="${metric}"]`, row);
-      if (row.dataset.state === "online") {
-        $(".value", cell).textContent = formatFigure(metric, value);
-        cell.classList.toggle("hot", metric !== "fps" && value != null && value >= 90);
-      }
-      drawSpark(cell, history[metric], metric);
+  }
+  drawFiguresInView();
+}
+
+function drawFiguresInView() {
+  for (const [name, row] of page.rows) drawFigures(row, name);
+}
+
+function drawFigures(row, name) {
+  const f = page.figures.get(name) || {};
+  const history = historyOf(name);
+  const online = row.dataset.state === "online";
+  for (const metric of ["cpu", "memory", "gpu", "fps"]) {
+    const cell = $(`[data-metric="${metric}"]`, row);
+    const value = f[metric];
+    if (online || $(".value", cell).textContent === "–") {
+      $(".value", cell).textContent = formatFigure(metric, value);
+      cell.classList.toggle("hot", metric !== "fps" && value != null && value >= 90);
     }
+    drawSpark(cell, history[metric], metric);
   }
 }
 
@@ -321,14 +544,16 @@ function drawSpark(cell, series, metric) {
     if (first === null) first = x;
     last = x;
   });
-  $(".line", svg).setAttribute("d", line);
+  const path = $(".line", svg);
+  if (path.getAttribute("d") === line) return;
+  path.setAttribute("d", line);
   $(".area", svg).setAttribute("d", `${line}L${last},18L${first},18Z`);
 }
 
 // --- buttons ---
 
 function clientStatus(name) {
-  return page.status && page.status.clients.find((c) => c.name === name);
+  return page.clients.get(name);
 }
 
 async function askSwitch(name) {
@@ -358,7 +583,10 @@ async function askMove(name) {
 async function setAuto(name, on) {
   const answer = await post("/api/backup/auto", { client: name, on });
   // A refusal raises no event, so no new status comes: put the switch back by hand.
-  if (!answer.ok && page.status) renderClients(page.status.clients);
+  if (!answer.ok) {
+    page.drawn.delete(name);
+    drawSoon();
+  }
 }
 
 function confirmDialog({ title, text, action, targets }) {
@@ -474,18 +702,26 @@ function renderCalls(calls) {
 function renderLog(events) {
   $("#events").replaceChildren();
   page.alarms = [];
-  for (const event of events) addEvent(event, false);
-  renderAlarms();
+  addEvents(events, false);
 }
 
-function addEvent(event, fresh) {
+// Events arrive in batches (the director paces its updates): one change of the list each.
+function addEvents(events, fresh = true) {
   const list = $("#events");
-  list.prepend(eventItem(event, fresh));
+  const newest = events.slice(-EVENTS_KEPT);
+  const items = document.createDocumentFragment();
+  for (let i = newest.length - 1; i >= 0; i--) items.append(eventItem(newest[i], fresh));
+  list.prepend(items);
   while (list.children.length > EVENTS_KEPT) list.lastElementChild.remove();
-  if (ALARM_KINDS.has(event.kind)) {
-    page.alarms.push(event);
-    if (fresh) renderAlarms();
+  let alarmed = false;
+  for (const event of events) {
+    if (ALARM_KINDS.has(event.kind)) {
+      page.alarms.push(event);
+      alarmed = true;
+    }
   }
+  if (page.alarms.length > EVENTS_KEPT) page.alarms.splice(0, page.alarms.length - EVENTS_KEPT);
+  if (alarmed || !fresh) renderAlarms();
 }
 
 function eventItem(event, fresh) {
@@ -570,24 +806,58 @@ function acknowledged() {
   return Number(localStorage.getItem(page.ackKey) || 0);
 }
 
+// Alarms of one kind and reason that come together (a mass failure raises one per client) are
+// shown as one line: how many, and the first few client names.
+function alarmGroups(open) {
+  const groups = [];
+  for (const a of open) {
+    const label = a.alarm || a.reason || a.kind;
+    const last = groups[groups.length - 1];
+    if (last && last.kind === a.kind && last.label === label && last.time - a.time <= TOGETHER_S) {
+      last.items.push(a);
+      last.time = a.time;
+    } else {
+      groups.push({ kind: a.kind, label, time: a.time, items: [a] });
+    }
+  }
+  return groups;
+}
+
+function summariseNames(names, limit = NAMES_SHOWN) {
+  if (names.length <= limit) return names.join(", ");
+  return `${names.slice(0, limit).join(", ")} … and ${names.length - limit} more`;
+}
+
 function renderAlarms() {
   const seen = acknowledged();
-  const open = page.alarms.filter((a) => a.seq > seen).reverse();
+  const open = page.alarms.filter((a) => a.seq > seen).reverse(); // newest first
   const panel = $("#alarms");
   panel.hidden = open.length === 0;
   if (open.length === 0) return;
+  const groups = alarmGroups(open);
   $("#alarm-title").textContent = open.length === 1 ? "1 alarm" : `${open.length} alarms`;
   $("#alarm-list").replaceChildren(
-    ...open.slice(0, 4).map((a) => {
+    ...groups.slice(0, 4).map((g) => {
       const item = document.createElement("li");
-      item.dataset.kind = a.kind;
+      item.dataset.kind = g.kind;
+      item.dataset.count = g.items.length;
       item.innerHTML = `<time></time><span class="kind"></span><span class="text"></span>`;
-      $("time", item).textContent = clock(a.time);
-      $(".kind", item).textContent = a.alarm || a.reason || a.kind;
-      $(".text", item).textContent = a.kind === "alarm" ? a.message : describe(a);
+      $("time", item).textContent = clock(g.items[0].time);
+      $(".kind", item).textContent = g.label;
+      let text;
+      if (g.items.length === 1) {
+        const a = g.items[0];
+        text = a.kind === "alarm" ? a.message : describe(a);
+      } else {
+        const names = [...new Set(g.items.map((a) => a.client).filter(Boolean).reverse())];
+        const span = (g.items[0].time - g.time).toFixed(1);
+        text = `${g.items.length} × within ${span} s${names.length ? `: ${summariseNames(names)}` : ""}`;
+      }
+      $(".text", item).textContent = text;
+      $(".text", item).title = text;
       return item;
     }),
-    ...(open.length > 4 ? [more(open.length - 4)] : []),
+    ...(groups.length > 4 ? [more(groups.length - 4)] : []),
   );
 }
 
@@ -621,7 +891,26 @@ document.addEventListener("DOMContentLoaded", () => {
     localStorage.setItem(page.ackKey, String(last));
     renderAlarms();
   });
+  for (const control of ["#search", "#state-filter", "#role-filter", "#group"]) {
+    $(control).addEventListener("input", () => {
+      $("#clients-scroll").scrollTop = 0;
+      layoutSoon();
+    });
+  }
+  for (const cell of document.querySelectorAll("#summary [data-count]")) {
+    cell.addEventListener("click", () => {
+      const filter = $("#state-filter");
+      filter.value = filter.value === cell.dataset.count ? "" : cell.dataset.count;
+      filter.dispatchEvent(new Event("input"));
+    });
+  }
+  $("#clients-scroll").addEventListener("scroll", drawSoon, { passive: true });
+  window.addEventListener("resize", drawSoon);
   tickClock();
   setInterval(tickClock, 1000); // the wall clock only: nothing is fetched
+  setInterval(sampleFigures, SAMPLE_MS);
+  setInterval(() => {
+    for (const [name, row] of page.rows) drawHeard(row, page.clients.get(name));
+  }, 1000);
   connect();
 });
