@@ -411,8 +411,7 @@ def status(
 ) -> None:
     """Show every client of a running director: state, where its outputs play, CPU, memory.
 
-    Asks over TCP (nothing of a long answer is lost), else over UDP; exits 1 when rows
-    are missing from the answer.
+    Asks over TCP, else over UDP; exits 1 when rows are missing from the answer.
     """
     from pxcontrol.osc_client import Incomplete
 
