@@ -10,7 +10,7 @@ import time
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -308,7 +308,11 @@ cli.add_typer(backup_cli, name="backup")
 
 
 def _ask(
-    show: Path | None, director: str | None, passcode: str | None, work, protocol: str = "udp"
+    show: Path | None,
+    director: str | None,
+    passcode: str | None,
+    work,
+    protocol: Literal["udp", "tcp"] = "udp",
 ) -> Any:
     from pxcontrol.agent import director_address
     from pxcontrol.osc_client import DirectorLink, NoAnswer, Refused
@@ -317,7 +321,7 @@ def _ask(
     host, port = director_address(director, default_port=7400)
 
     async def main() -> Any:
-        async with DirectorLink(host, port, protocol=protocol) as link:  # type: ignore[arg-type]
+        async with DirectorLink(host, port, protocol=protocol) as link:
             if passcode is not None:
                 ok, message = await link.command("/pxcontrol/connect", passcode)
                 if not ok:
