@@ -10,7 +10,7 @@ import time
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -317,7 +317,13 @@ backup_cli = typer.Typer(
 cli.add_typer(backup_cli, name="backup")
 
 
-def _ask(show: Path | None, director: str | None, passcode: str | None, work) -> Any:
+def _ask(
+    show: Path | None,
+    director: str | None,
+    passcode: str | None,
+    work,
+    protocol: Literal["udp", "tcp"] = "udp",
+) -> Any:
     from pxcontrol.agent import director_address
     from pxcontrol.osc_client import DirectorLink, NoAnswer, Refused
 
@@ -325,7 +331,7 @@ def _ask(show: Path | None, director: str | None, passcode: str | None, work) ->
     host, port = director_address(director, default_port=7400)
 
     async def main() -> Any:
-        async with DirectorLink(host, port) as link:
+        async with DirectorLink(host, port, protocol=protocol) as link:
             if passcode is not None:
                 ok, message = await link.command("/pxcontrol/connect", passcode)
                 if not ok:
@@ -406,19 +412,39 @@ def _for_the_command_line(message: str) -> str:
 
 @cli.command()
 def status(
-    show: ShowOpt = None, director: DirectorOpt = None, passcode: PasscodeOpt = None
+    show: ShowOpt = None,
+    director: DirectorOpt = None,
+    passcode: PasscodeOpt = None,
+    client: Annotated[
+        str | None,
+        typer.Option("--client", "-c", metavar="NAME", help="only this client", show_default=False),
+    ] = None,
+    udp: Annotated[
+        bool, typer.Option("--udp", help="ask over UDP only (where TCP to the director is blocked)")
+    ] = False,
 ) -> None:
-    """Show every client of a running director: state, where its outputs play, CPU, memory."""
+    """Show every client of a running director: state, where its outputs play, CPU, memory.
 
-    async def rows_of(link):
-        return f"{link.host}:{link.port}", await link.status()
+    Asks over TCP, else over UDP; exits 1 when rows are missing from the answer.
+    """
+    from pxcontrol.osc_client import Incomplete
 
-    where, rows = _ask(show, director, passcode, rows_of)
+    async def answer_of(link):
+        try:
+            return link, await link.status(client), None
+        except Incomplete as exc:
+            return link, None, exc
+
+    link, answer, incomplete = _ask(
+        show, director, passcode, answer_of, protocol="udp" if udp else "tcp"
+    )
+    rows = incomplete.rows if incomplete is not None else answer.rows
+    where = f"{link.host}:{link.port}" + (" (UDP)" if link.protocol == "udp" else "")
     table = Table(title=f"director {where}")
     for column in ("client", "state", "outputs play on", "cpu %", "memory %"):
         table.add_column(column)
     colours = {"online": "green", "offline": "red", "dry": "dim"}
-    for name, state, plays_on, cpu, memory in rows:
+    for name, state, plays_on, cpu, memory, *_ in rows:  # a newer bridge may append columns
         table.add_row(
             Text(str(name)),
             Text(str(state), style=colours.get(str(state), "")),
@@ -427,6 +453,21 @@ def status(
             "–" if memory < 0 else f"{memory:.0f}",
         )
     out.print(table)
+    if incomplete is not None:
+        _error(f"{incomplete}; {_what_to_do(link, udp)}", label="")
+        raise typer.Exit(1)
+
+
+def _what_to_do(link, udp_asked: bool) -> str:
+    """The way out of an incomplete status answer, for the transport it came over."""
+    if link.protocol == "tcp":
+        return "the director cut its answer short: run it again, and see the director's log"
+    if udp_asked:
+        return "the rest was lost on the way (UDP): run it again, or leave out --udp (TCP loses nothing)"
+    return (
+        f"the rest was lost on the way over UDP ({link.fallback}): run it again, or let TCP "
+        f"through to {link.host}:{link.port} so that the answer comes over TCP"
+    )
 
 
 @backup_cli.command("switch")

@@ -27,7 +27,7 @@ from pxcontrol.app import ActionRecord
 from pxcontrol.events import Event
 from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message, unsupported_type
 from pxcontrol.osc_transport import OscServers, Peer, frame
-from pxcontrol.show import FeedbackTarget
+from pxcontrol.show import ClientDecl, FeedbackTarget
 from pxcontrol.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ log = logging.getLogger("pxcontrol.osc")
 PREFIX = "/pxcontrol"
 LEASE = 60.0  # seconds a subscription lasts without renewal
 UNKNOWN = -1.0  # cpu or memory not reported (OSC has no "none" every console reads)
+# A status answer over UDP leaves in bursts: a console's default receive buffer (208 KiB on
+# Linux) holds about 256 small datagrams, and 500 clients at once overflowed it.
+STATUS_BURST = 64
+STATUS_PAUSE = 0.01  # seconds between bursts: 6,400 messages a second, 500 clients in 80 ms
 _NOT_IN_ADDRESS = re.compile(r"[\s#*,/?\[\]{}]")
 
 
@@ -119,6 +123,8 @@ class OscBridge:
         self._open = {f"{PREFIX}/ping", f"{PREFIX}/connect"}  # no passcode needed
         self._pong = build(f"{PREFIX}/pong")
         self._done: dict[str, bytes] = {}
+        self._status_sending: set[tuple[str, str, int]] = set()  # paced answers under way
+        self.status_pause: Callable[[], Awaitable[None]] = lambda: asyncio.sleep(STATUS_PAUSE)
 
     # --- lifecycle ---
 
@@ -276,20 +282,93 @@ class OscBridge:
         self._reply(peer, message.address, ok="connected")
 
     def _status(self, message: OscMessage, peer: Peer) -> None:
-        status = self.director.status()
-        for c in status.clients:
-            self._send_to(
-                peer,
-                build(
-                    f"{PREFIX}/status/client",
-                    c.name,
-                    c.state,
-                    c.plays_on,
-                    UNKNOWN if c.cpu is None else float(c.cpu),
-                    UNKNOWN if c.memory is None else float(c.memory),
-                ),
+        """Every client, one client by name, or a page (offset, count), then the end message.
+
+        Over UDP an answer longer than one burst is paced (STATUS_BURST messages, then
+        STATUS_PAUSE) by a task, so a console's receive buffer keeps up and nothing here waits.
+        """
+        offset, count = self._status_range(message)
+        rows = self._status_rows(offset, count)
+        total = len(self.director.show.clients)
+        packets = [build(f"{PREFIX}/status/client", *row) for row in rows]
+        packets.append(build(f"{PREFIX}/status/end", len(rows), total, offset))
+        if peer.protocol == "tcp" or len(packets) <= STATUS_BURST:  # TCP has flow control
+            for packet in packets:
+                self._send_to(peer, packet)
+            return
+        key = (peer.protocol, peer.host, peer.port)
+        if key in self._status_sending:
+            raise CommandError(
+                f"a status answer to {peer.host}:{peer.port} is still being sent; "
+                f"ask again after its {PREFIX}/status/end"
             )
-        self._send_to(peer, build(f"{PREFIX}/status/end", len(status.clients)))
+        self._status_sending.add(key)
+        task = asyncio.get_running_loop().create_task(
+            self._send_paced(peer, packets, key), name=f"osc status to {peer.name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_paced(
+        self, peer: Peer, packets: list[bytes], key: tuple[str, str, int]
+    ) -> None:
+        try:
+            for start in range(0, len(packets), STATUS_BURST):
+                if start:
+                    await self.status_pause()
+                for packet in packets[start : start + STATUS_BURST]:
+                    self._send_to(peer, packet)
+        finally:
+            self._status_sending.discard(key)
+
+    def _status_range(self, message: OscMessage) -> tuple[int, int]:
+        """(offset, count) in the show's order: none → all, a name → that client, two ints → a page."""
+        params = message.params
+        clients = self.director.show.clients
+        if not params:
+            return 0, len(clients)
+        if len(params) == 1 and isinstance(params[0], str):
+            name = params[0]
+            index = next((i for i, c in enumerate(clients) if c.name == name), None)
+            if index is None:
+                raise CommandError(f"no client is called {name!r} ({_some_clients(clients)})")
+            return index, 1
+        if len(params) == 2 and all(_is_int(p) for p in params):
+            offset, count = params
+            if offset < 0 or count < 1:
+                raise CommandError(
+                    f"{message.address} offset count: offset 0 or more, count 1 or more; "
+                    f"got {offset} {count}"
+                )
+            return offset, count
+        raise CommandError(
+            f"{message.address} takes nothing (every client), a client name (s), or offset and "
+            f"count (i i); got {' '.join(repr(p) for p in params)}"
+        )
+
+    def _status_rows(self, offset: int, count: int) -> list[tuple[str, str, str, float, float]]:
+        """name, state, where its outputs play, cpu, memory: the five arguments consoles read.
+
+        Read straight from detection and placement rather than from the full snapshot,
+        which costs far more at 500 clients and would hold up the loop for a console.
+        """
+        backup = self._backup()
+        live = self.director.live
+        rows = []
+        for decl in self.director.show.clients[offset : offset + count]:
+            seen = live.clients.get(decl.name)
+            cpu = seen.cpu if seen is not None else None
+            memory = seen.memory if seen is not None else None
+            rows.append(
+                (
+                    decl.name,
+                    str(live.state(decl.name)),
+                    backup.plays_on(decl.name),
+                    UNKNOWN if cpu is None else float(cpu),
+                    UNKNOWN if memory is None else float(memory),
+                )
+            )
+        return rows
 
     def _switch(self, message: OscMessage, peer: Peer) -> None:
         name = self._client_name(message)
@@ -517,6 +596,17 @@ def pushes_for(event: Event) -> list[bytes]:
 async def _decided(decision: Awaitable[Any]) -> tuple[bool, str]:
     result = await decision
     return result.ok, result.message
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _some_clients(clients: list[ClientDecl], shown: int = 10) -> str:
+    """The first names of the show's clients: a 500-client list is no answer for a console."""
+    names = ", ".join(c.name for c in clients[:shown]) or "none"
+    more = len(clients) - shown
+    return f"clients: {names}" + (f" and {more} more" if more > 0 else "")
 
 
 def _host_of(name: str) -> str:

@@ -216,3 +216,136 @@ def test_commands_to_a_director_say_when_they_fall_back_to_the_demo(tmp_path, mo
     (tmp_path / "show.toml").write_text('[director]\nosc_port = 17999\npasscode = "1"\n')
     assert _director_of(None, None, None) == ("127.0.0.1:17999", "1")
     assert "demo" not in capsys.readouterr().err
+
+
+# --- pxcontrol status at 500 clients ---
+
+
+def _clients(count: int) -> str:
+    return "".join(
+        f'[[clients]]\nname = "Client{i:03}"\nip = "127.0.{1 + i // 250}.{1 + i % 250}"\n\n'
+        for i in range(count)
+    )
+
+
+def _rows(table: str) -> list[str]:
+    return re.findall(r"^│ (Client\d{3})", table, re.M)
+
+
+def test_status_of_500_clients_arrives_whole_over_tcp_and_over_udp(tmp_path):
+    from pxcontrol.testing import Rig
+
+    rig = Rig(tmp_path, '[director]\nallow = ["127.0.0.1"]\n\n' + _clients(500))
+    try:
+        rig.start_director()
+        at = ("--director", f"127.0.0.1:{rig.osc_port}")
+        asked = {  # at once, as several operators might: each gets its own whole answer
+            how: subprocess.Popen(
+                [sys.executable, "-m", "pxcontrol", "status", *at, *how],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for how in [(), ("--udp",), ("--client", "Client321"), ("--client", "Playout9")]
+        }
+        answers = {how: (proc, *proc.communicate(timeout=30)) for how, proc in asked.items()}
+        for how in [(), ("--udp",)]:
+            proc, table, error = answers[how]
+            assert proc.returncode == 0, error
+            assert _rows(table) == [f"Client{i:03}" for i in range(500)], how
+            assert ("(UDP)" in table) == bool(how)
+        proc, one, error = answers[("--client", "Client321")]
+        assert proc.returncode == 0, error
+        assert _rows(one) == ["Client321"]
+        assert re.search(r"Client321\s*│\s*dry\s*│\s*Client321", one), one
+        proc, _, error = answers[("--client", "Playout9")]
+        assert proc.returncode == 1
+        assert (
+            "no client is called 'Playout9' (clients: Client000, Client001, Client002, "
+            "Client003, Client004, Client005, Client006, Client007, Client008, Client009 and "
+            "490 more)" in re.sub(r"\s+", " ", error)
+        ), error
+    finally:
+        rig.close()
+
+
+class _ShortDirector:
+    """A fake director on sockets the test owns: it answers /pxcontrol/status with 314 of
+    500 rows, as a UDP answer that overflowed the receiver's buffer would arrive."""
+
+    def __init__(self, transport: str, end: bool) -> None:
+        self.transport, self.end = transport, end
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(("127.0.0.1", self.port))  # bound, listening only as a TCP director
+        if transport == "tcp":
+            self.tcp.listen()
+        self.thread = threading.Thread(target=self._answer, daemon=True)
+        self.thread.start()
+
+    def _packets(self) -> list[bytes]:
+        from pxcontrol.osc_bridge import build
+
+        rows = [
+            build("/pxcontrol/status/client", f"Client{i:03}", "dry", f"Client{i:03}", -1.0, -1.0)
+            for i in range(314)
+        ]
+        return rows + ([build("/pxcontrol/status/end", 500, 500, 0)] if self.end else [])
+
+    def _answer(self) -> None:
+        if self.transport == "udp":
+            request, sender = self.udp.recvfrom(65536)
+            assert request.startswith(b"/pxcontrol/status\0")
+            for packet in self._packets():
+                self.udp.sendto(packet, sender)
+            return
+        connection, _ = self.tcp.accept()
+        with connection:
+            size = int.from_bytes(connection.recv(4), "big")
+            assert connection.recv(size).startswith(b"/pxcontrol/status\0")
+            for packet in self._packets():
+                connection.sendall(len(packet).to_bytes(4, "big") + packet)
+            connection.recv(1)  # until the command line closes it
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+
+@pytest.mark.parametrize(
+    ("transport", "end", "says", "then"),
+    [
+        (
+            "udp",
+            True,
+            "incomplete: 314 of 500 clients answered",
+            "the rest was lost on the way over UDP (TCP to 127.0.0.1:{port}: Connection refused):"
+            " run it again, or let TCP through to 127.0.0.1:{port}",
+        ),
+        (
+            "udp",
+            False,
+            "incomplete: 314 clients answered and the end of the answer never came",
+            "run it again",
+        ),
+        (
+            "tcp",
+            True,
+            "incomplete: 314 of 500 clients answered",
+            "the director cut its answer short: run it again",
+        ),
+    ],
+    ids=["udp", "udp-no-end", "tcp"],
+)
+def test_a_short_status_answer_says_incomplete_and_exits_1(tmp_path, transport, end, says, then):
+    fake = _ShortDirector(transport, end)
+    try:
+        result = pxcontrol("status", "--director", f"127.0.0.1:{fake.port}", cwd=tmp_path)
+    finally:
+        fake.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert says in result.stderr
+    assert then.format(port=fake.port) in re.sub(r"\s+", " ", result.stderr), result.stderr
+    assert len(_rows(result.stdout)) == 314  # what did arrive is shown

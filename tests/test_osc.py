@@ -132,7 +132,48 @@ def test_status_is_one_message_per_client_then_the_count(rig: Rig, console: OscD
     oscsend(rig, "/pxcontrol/status")
     console.wait_line('/pxcontrol/status/client sssff "Playout1" "online" "Playout1"')
     console.wait_line('/pxcontrol/status/client sssff "Backup1" "online" "Backup1"')
-    console.wait_line("/pxcontrol/status/end i 2")
+    console.wait_line("/pxcontrol/status/end iii 2 2 0")  # count, the show's total, offset
+
+
+def test_status_of_one_client_and_of_a_page(rig: Rig, console: OscDump):
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
+    oscsend(rig, "/pxcontrol/status", "s", "Backup1")
+    console.wait_line('/pxcontrol/status/client sssff "Backup1" "online" "Backup1"')
+    console.wait_line("/pxcontrol/status/end iii 1 2 1")
+    assert not any('"Playout1" "online"' in line for line in console.lines)
+    oscsend(rig, "/pxcontrol/status", "ii", "0", "1")
+    console.wait_line('/pxcontrol/status/client sssff "Playout1" "online" "Playout1"')
+    console.wait_line("/pxcontrol/status/end iii 1 2 0")
+    oscsend(rig, "/pxcontrol/status", "s", "Playout9")
+    console.wait_line(
+        '/pxcontrol/reply/pxcontrol/status ss "error" "no client is called \'Playout9\' '
+        '(clients: Playout1, Backup1)"'
+    )
+
+
+def test_a_console_gets_every_row_of_a_500_client_status(tmp_path, console: OscDump):
+    """liblo's oscdump with its default receive buffer: the paced answer fits."""
+    rig = Rig(
+        tmp_path,
+        '[director]\nallow = ["127.0.0.1"]\n\n'
+        + "".join(
+            f'[[clients]]\nname = "Client{i:03}"\nip = "127.0.{1 + i // 250}.{1 + i % 250}"\n\n'
+            for i in range(500)
+        ),
+    )
+    try:
+        rig.start_director()
+        oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+        console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
+        oscsend(rig, "/pxcontrol/status")  # the answer's copy goes to the subscribed port
+        console.wait_line("/pxcontrol/status/end iii 500 500 0")
+        rows = [line for line in console.lines if "/pxcontrol/status/client" in line]
+        assert len(rows) == 500
+        oscsend(rig, "/pxcontrol/status", "ii", "450", "100")  # the last page: 50 rows
+        console.wait_line("/pxcontrol/status/end iii 50 500 450")
+    finally:
+        rig.close()
 
 
 def test_pushes_reach_a_tcp_feedback_receiver_and_tcp_commands_work(rig: Rig, tcp_console: OscDump):

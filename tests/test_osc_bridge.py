@@ -530,3 +530,101 @@ async def test_unsubscribe_with_a_port_ends_only_that_consoles_subscription(
     ]
     sender.command("/pxcontrol/unsubscribe")  # no port: every subscription of this host
     await async_wait_for(lambda: not director.osc.subscriptions, 5, "no subscription left")
+
+
+# --- status: one client, a page, and a long answer paced over UDP ---
+
+
+async def test_status_answers_one_client_by_name_and_a_page(director: Director, console):
+    c = console()
+    c.command("/pxcontrol/status", "Backup1")
+    row = await c.wait("/pxcontrol/status/client")
+    assert row.params == ["Backup1", "dry", "Backup1", -1.0, -1.0]
+    # count in this answer (as before), then the show's total and where the answer starts
+    assert (await c.wait("/pxcontrol/status/end")).params == [1, 2, 1]
+    c.command("/pxcontrol/status", 0, 1)
+    assert (await c.wait("/pxcontrol/status/client")).params[0] == "Playout1"
+    assert (await c.wait("/pxcontrol/status/end")).params == [1, 2, 0]
+    c.command("/pxcontrol/status", 5, 10)  # past the end: an empty page, not an error
+    assert (await c.wait("/pxcontrol/status/end")).params == [0, 2, 5]
+    c.command("/pxcontrol/status")
+    assert (await c.wait("/pxcontrol/status/end")).params == [2, 2, 0]
+    assert [m.params[0] for m in c.drain() if m.address == "/pxcontrol/status/client"] == [
+        "Playout1",
+        "Backup1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("Playout9",), "no client is called 'Playout9' (clients: Playout1, Backup1)"),
+        ((-1, 5), "offset 0 or more, count 1 or more; got -1 5"),
+        ((0, 0), "offset 0 or more, count 1 or more; got 0 0"),
+        ((0.5, 2), "takes nothing (every client), a client name (s), or offset and count (i i)"),
+        ((3,), "takes nothing (every client), a client name (s), or offset and count (i i)"),
+    ],
+)
+async def test_a_wrong_status_request_is_answered_with_what_it_takes(
+    director: Director, console, args, says
+):
+    c = console()
+    c.command("/pxcontrol/status", *args)
+    reply = await c.wait("/pxcontrol/reply/pxcontrol/status")
+    assert reply.params[0] == "error" and says in reply.params[1], reply.params
+
+
+def _many_clients(count: int) -> str:
+    return "".join(
+        f'[[clients]]\nname = "Client{i:03}"\nip = "127.0.{1 + i // 250}.{1 + i % 250}"\n\n'
+        for i in range(count)
+    )
+
+
+async def test_a_long_status_over_udp_leaves_in_bursts_without_holding_up_the_loop(tmp_path):
+    from pxcontrol.osc_bridge import STATUS_BURST
+
+    (tmp_path / "show.toml").write_text('[director]\nallow = ["127.0.0.1"]\n' + _many_clients(200))
+    director = Director(
+        load_show(tmp_path / "show.toml"),
+        tmp_path / "state",
+        heartbeat_port=0,
+        osc_port=0,
+        http_port=0,
+    )
+    await director.start()
+    pauses: asyncio.Queue[None] = asyncio.Queue()
+    waiting = 0
+
+    async def pause() -> None:  # the test decides when each pause ends
+        nonlocal waiting
+        waiting += 1
+        await pauses.get()
+
+    director.osc.status_pause = pause
+    c, other = Console(director.osc.port), Console(director.osc.port)
+    try:
+        c.command("/pxcontrol/status")
+        await async_wait_for(lambda: waiting == 1, 5, "the first pause")
+        await async_wait_for(lambda: len(c.drain()) >= STATUS_BURST, 5, "the first burst")
+        assert len(c.drain()) == STATUS_BURST
+        other.command("/pxcontrol/ping")  # the loop serves others while the answer waits
+        await other.wait("/pxcontrol/pong")
+        c.command("/pxcontrol/status")  # a second long answer to the same sender waits its turn
+        refused = await c.wait("/pxcontrol/reply/pxcontrol/status")
+        assert "is still being sent; ask again after its /pxcontrol/status/end" in refused.params[1]
+        for burst in (2, 3):  # 201 messages: bursts of 64, 64, 64, 9
+            pauses.put_nowait(None)
+            await async_wait_for(lambda b=burst: waiting == b, 5, f"pause {burst}")
+        pauses.put_nowait(None)
+        end = await c.wait("/pxcontrol/status/end")
+        assert end.params == [200, 200, 0]
+        rows = [m.params[0] for m in c.received if m.address == "/pxcontrol/status/client"]
+        assert rows == [f"Client{i:03}" for i in range(200)]
+        c.command("/pxcontrol/status", 190, 50)  # short: at once, no pause
+        assert (await c.wait("/pxcontrol/status/end")).params == [10, 200, 190]
+        assert waiting == 3
+    finally:
+        c.close()
+        other.close()
+        await director.stop()
