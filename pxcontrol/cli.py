@@ -453,9 +453,26 @@ def status(
             "–" if memory < 0 else f"{memory:.0f}",
         )
     out.print(table)
+    if answer is not None and answer.director is not None:
+        out.print(_director_health(answer.director))
     if incomplete is not None:
         _error(f"{incomplete}; {_what_to_do(link, udp)}", label="")
         raise typer.Exit(1)
+
+
+def _director_health(row: tuple[Any, ...]) -> Text:
+    """One line: is the director itself judging?"""
+    lag, tick, queue, stalls, restarts, *_ = row
+    ticked = "not yet" if tick < 0 else f"{tick:.0f} ms ago"
+    text = Text.assemble(
+        ("director: ", "bold"),
+        f"loop lag {lag:.1f} ms, detector ticked {ticked}, {queue} event(s) waiting to be written",
+    )
+    if stalls:
+        text.append(f", stalled {stalls} time(s)", style="yellow")
+    if restarts:
+        text.append(f", {restarts} fault(s) restarted", style="yellow")
+    return text
 
 
 def _what_to_do(link, udp_asked: bool) -> str:

@@ -291,6 +291,7 @@ class OscBridge:
         rows = self._status_rows(offset, count)
         total = len(self.director.show.clients)
         packets = [build(f"{PREFIX}/status/client", *row) for row in rows]
+        packets.append(build(f"{PREFIX}/status/director", *self._health_row()))
         packets.append(build(f"{PREFIX}/status/end", len(rows), total, offset))
         if peer.protocol == "tcp" or len(packets) <= STATUS_BURST:  # TCP has flow control
             for packet in packets:
@@ -320,6 +321,19 @@ class OscBridge:
                     self._send_to(peer, packet)
         finally:
             self._status_sending.discard(key)
+
+    def _health_row(self) -> tuple[float, float, int, int, int]:
+        """The director's own health: loop lag (ms), age of the detector's last tick (ms,
+        -1 before its first), events waiting to be written, stalls, restarts."""
+        health = self.director.health()
+        age = health.detector_tick_age_ms
+        return (
+            float(health.loop_lag_ms),
+            UNKNOWN if age is None else float(age),
+            health.state_queue,
+            health.stalls,
+            health.restarts,
+        )
 
     def _status_range(self, message: OscMessage) -> tuple[int, int]:
         """(offset, count) in the show's order: none → all, a name → that client, two ints → a page."""

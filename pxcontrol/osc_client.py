@@ -56,6 +56,8 @@ class Incomplete(Exception):
 class StatusAnswer:
     rows: list[tuple[Any, ...]]  # name, state, plays on, cpu, memory (and what a newer bridge adds)
     total: int | None  # clients in the show (None from a bridge older than pages)
+    # loop lag ms, detector tick age ms, state queue, stalls, restarts (None: an older bridge)
+    director: tuple[Any, ...] | None = None
 
 
 class _Inbox:
@@ -183,6 +185,7 @@ class DirectorLink:
         """
         self.send(f"{PREFIX}/status", *(() if client is None else (client,)))
         rows: list[tuple[Any, ...]] = []
+        director: tuple[Any, ...] | None = None
         while True:
             try:
                 message = await self.receive()
@@ -192,13 +195,15 @@ class DirectorLink:
                 raise
             if message.address == f"{PREFIX}/status/client":
                 rows.append(tuple(message.params))
+            elif message.address == f"{PREFIX}/status/director":
+                director = tuple(message.params)
             elif message.address == f"{PREFIX}/status/end":
                 end = message.params
                 expected = int(end[0]) if end else len(rows)
                 await self._stragglers(rows, expected)
                 if len(rows) < expected:
                     raise Incomplete(rows, expected)
-                return StatusAnswer(rows, int(end[1]) if len(end) > 1 else None)
+                return StatusAnswer(rows, int(end[1]) if len(end) > 1 else None, director)
             elif message.address == f"{PREFIX}/reply{PREFIX}/status":  # only ever an error
                 raise Refused(str([*message.params, "", ""][1]))
 

@@ -254,6 +254,8 @@ def test_status_of_500_clients_arrives_whole_over_tcp_and_over_udp(tmp_path):
             assert proc.returncode == 0, error
             assert _rows(table) == [f"Client{i:03}" for i in range(500)], how
             assert ("(UDP)" in table) == bool(how)
+            # The director's own health, on one line under the table.
+            assert re.search(r"director: loop lag [\d.]+ ms, detector ticked \d+ ms ago", table)
         proc, one, error = answers[("--client", "Client321")]
         assert proc.returncode == 0, error
         assert _rows(one) == ["Client321"]
