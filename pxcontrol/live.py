@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxcontrol.confirmations import Confirmations
 from pxcontrol.datagrams import DatagramSocket
 from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
 from pxcontrol.heartbeat import (
@@ -28,12 +29,12 @@ from pxcontrol.heartbeat import (
     encode,
 )
 from pxcontrol.osc_transport import raise_receive_buffer
+from pxcontrol.replay import Runs
 from pxcontrol.show import ShowFile
 
 log = logging.getLogger("pxcontrol.live")
 
 RECEIVE_BUFFER = 4 * 1024 * 1024  # a burst during a short stall must not be lost
-BOOTS_REMEMBERED = 16
 
 
 @dataclass
@@ -45,9 +46,6 @@ class ClientLive:
     address: tuple[str, int] | None = None  # where its agent sends from; notices go there
     boot: str | None = None
     seq: int = -1
-    old_boots: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=BOOTS_REMEMBERED)
-    )
     agent_epoch: int = 0
     agent_interval: float = 0.0
     cpu: float | None = None
@@ -55,7 +53,6 @@ class ClientLive:
     gpu: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     heard_at: float | None = None  # wall clock, for people
-    second_agents: set[str] = field(default_factory=set)  # runs refused: one alarm each
 
 
 class LiveSystems:
@@ -90,6 +87,8 @@ class LiveSystems:
         self._pending: set[asyncio.Task[None]] = set()
         self._placement: Callable[[str], Placement] | None = None
         self._epoch = 0
+        self.runs = Runs(emit, self._welcome, clock)  # replays and second agents: replay.py
+        self.confirmations = Confirmations(emit, lambda: self.timing.heartbeat_interval, clock)
 
     def update(self, show: ShowFile) -> None:
         """Take a reloaded show: new timing at once, new clients watched, removed ones dropped.
@@ -169,6 +168,7 @@ class LiveSystems:
         client.extra = beat.extra
         client.heard_at = time.time()
         self._apply(self.detector.heard(beat.name, now))
+        self.confirmations.heard(beat.name, beat.epoch)
         if beat.epoch > self._epoch and self.on_newer_epoch is not None:
             self._newer_epoch(beat.name, beat.epoch)
         if (
@@ -189,41 +189,9 @@ class LiveSystems:
                 "wrong_source",
                 f"{beat.name} is declared at {client.ip}, heartbeat came from {source[0]}",
             )
-        if beat.boot == client.boot:
-            if beat.seq <= client.seq:
-                raise WireError(
-                    "replay", f"{beat.name} sequence {beat.seq} is not newer than {client.seq}"
-                )
-        elif beat.boot in client.old_boots:
-            raise WireError("replay", f"{beat.name} heartbeat from an earlier run of its agent")
-        elif self._current_run_alive(beat.name, client):
-            # Two agents with one name on that machine: the one heard first stays the
-            # client's voice; a restarted agent comes after a silence, never alongside.
-            if beat.boot not in client.second_agents:
-                client.second_agents.add(beat.boot)
-                self._emit(
-                    "alarm",
-                    client=beat.name,
-                    alarm="second agent",
-                    message=f"a second agent reports as {beat.name} from {source[0]}: its "
-                    "heartbeats are ignored while the first one runs; stop one of them",
-                )
-            raise WireError("second_agent", f"a second agent reports as {beat.name}")
-        else:
-            if client.boot is not None:
-                client.old_boots.append(client.boot)
-            client.boot = beat.boot
-        client.seq = beat.seq
+        self.runs.admit(beat, source, self.timing)  # replayed, unwelcomed, second agent
+        client.boot, client.seq = beat.boot, beat.seq
         return client
-
-    def _current_run_alive(self, name: str, client: ClientLive) -> bool:
-        """The run we follow was heard within two heartbeat intervals."""
-        last = self.detector.clients[name].last_heard
-        return (
-            client.boot is not None
-            and last is not None
-            and self._clock() - last < 2 * self.timing.heartbeat_interval
-        )
 
     def _drop(self, reason: str, message: str) -> None:
         self.drops[reason] += 1
@@ -302,14 +270,31 @@ class LiveSystems:
     async def announce(self, epoch: int, event: dict | None = None) -> None:
         """Tell every agent we have heard from where outputs play as of `epoch`."""
         self._epoch = epoch
+        self.confirmations.announced(epoch, event)
         for client in self.clients.values():
             if client.address is not None:
                 self._send_placement(client, event)
 
     def _send_placement(self, client: ClientLive, event: dict | None = None) -> None:
-        if self._socket is None or self._placement is None or client.address is None:
+        if client.address is not None:
+            self._send_notice(client.name, client.address, event)
+
+    def _welcome(self, name: str, source: tuple[str, int], beat: Heartbeat) -> None:
+        """Answer a heartbeat of a run this director has not welcomed: the notice carries
+        the session that its next heartbeats must show to be heard."""
+        self._send_notice(name, source, None, answering=beat)
+
+    def _send_notice(
+        self,
+        name: str,
+        to: tuple[str, int],
+        event: dict | None,
+        answering: Heartbeat | None = None,
+    ) -> None:
+        if self._socket is None or self._placement is None:
             return
-        notice = self._placement(client.name)
+        notice = self.runs.stamp(self._placement(name), name, answering)
+        event = event or self.confirmations.event_of(notice.epoch)  # a repair tells the same
         if event is not None:
             notice = notice.model_copy(update={"event": event})
-        self._socket.sendto(encode(PLACEMENT, notice, self._secret), client.address)
+        self._socket.sendto(encode(PLACEMENT, notice, self._secret), to)
