@@ -276,6 +276,7 @@ class OscBridge:
                     c.plays_on,
                     UNKNOWN if c.cpu is None else float(c.cpu),
                     UNKNOWN if c.memory is None else float(c.memory),
+                    int(c.confirmed),
                 ),
             )
         self._send_to(peer, build(f"{PREFIX}/status/end", len(status.clients)))

@@ -130,8 +130,8 @@ def test_wrong_commands_are_answered_with_what_was_wrong(rig: Rig, console: OscD
 def test_status_is_one_message_per_client_then_the_count(rig: Rig, console: OscDump):
     oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
     oscsend(rig, "/pxcontrol/status")
-    console.wait_line('/pxcontrol/status/client sssff "Playout1" "online" "Playout1"')
-    console.wait_line('/pxcontrol/status/client sssff "Backup1" "online" "Backup1"')
+    console.wait_line('/pxcontrol/status/client sssffi "Playout1" "online" "Playout1"')
+    console.wait_line('/pxcontrol/status/client sssffi "Backup1" "online" "Backup1"')
     console.wait_line("/pxcontrol/status/end i 2")
 
 
