@@ -48,6 +48,7 @@ class Confirmations:
         self._emit = emit
         self._interval = interval
         self._clock = clock
+        self._timers: set[asyncio.TimerHandle] = set()
 
     # --- decisions ---
 
@@ -82,7 +83,19 @@ class Confirmations:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop (a test driving check() itself)
-        loop.call_later(confirm_within(self._interval()) + 0.01, self.check)
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self.check()
+
+        timer = loop.call_later(confirm_within(self._interval()) + 0.01, fire)
+        self._timers.add(timer)
+
+    def close(self) -> None:
+        """The director stops: no alarm from it after that."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
     # --- heartbeats ---
 

@@ -146,6 +146,7 @@ class LiveSystems:
         for task in (self._watcher, self._decider, *self._pending):
             if task is not None:
                 task.cancel()
+        self.confirmations.close()
         if self._socket is not None:
             self._socket.close()
 
