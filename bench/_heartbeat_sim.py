@@ -5,7 +5,9 @@
 Client i is "C{i:03d}" at 127.0.(1 + i // 250).(1 + i % 250), as bench/failover.py
 declares them. Sends are spread evenly over the period (client i at phase i/N)
 on a fixed schedule. Packets are built by hand for speed and checked once against
-pxcontrol.heartbeat.decode before the first send. Prints one JSON line a second:
+pxcontrol.heartbeat.decode before the first send. Each client takes the director's
+session from the welcome that answers it, as an agent does (docs/backup.md), so its
+heartbeats count; until then they are dropped as `unwelcomed`. Prints one JSON line a second:
 {"t": monotonic, "sent": total, "errors": n, "notices": n, "lag_max": s}.
 Stops after --seconds, on SIGTERM or on SIGINT.
 
@@ -27,7 +29,7 @@ import sys
 import threading
 import time
 
-from pxcontrol.heartbeat import HEARTBEAT, Heartbeat, decode
+from pxcontrol.heartbeat import HEARTBEAT, PLACEMENT, Heartbeat, Placement, WireError, decode
 
 
 def osc_string(text: str) -> bytes:
@@ -38,12 +40,23 @@ def osc_string(text: str) -> bytes:
 HEAD = osc_string(HEARTBEAT) + osc_string(",s")
 
 
-def packet(name: str, boot: str, seq: int, interval: float, cpu: float = 12.5) -> bytes:
+def packet(
+    name: str, boot: str, seq: int, interval: float, session: str = "", cpu: float = 12.5
+) -> bytes:
     body = (
         f'{{"name":"{name}","boot":"{boot}","seq":{seq},"interval":{interval!r},'
-        f'"epoch":0,"cpu":{cpu:.1f},"memory":40.0,"extra":{{}}}}'
+        f'"epoch":0,"session":"{session}","cpu":{cpu:.1f},"memory":40.0,"extra":{{}}}}'
     )
     return HEAD + osc_string(body)
+
+
+def welcomed(notice: bytes, boot: str, session: str) -> str:
+    """The session a notice gives a client of this run, else the one it had."""
+    try:
+        placement = decode(notice, PLACEMENT, Placement, None)
+    except WireError:
+        return session
+    return placement.session if placement.boot == boot and placement.session else session
 
 
 def client_ip(i: int) -> str:
@@ -119,8 +132,9 @@ def main() -> None:
         threading.Thread(target=read_commands, daemon=True).start()
     cpu = [12.5] * args.clients
     boot = secrets.token_hex(8)
-    check = decode(packet(names[0], boot, 1, interval), HEARTBEAT, Heartbeat, None)
-    assert check.name == names[0] and check.seq == 1 and check.interval == interval
+    check = decode(packet(names[0], boot, 1, interval, "s"), HEARTBEAT, Heartbeat, None)
+    assert check.name == names[0] and check.seq == 1 and check.session == "s"
+    sessions = [""] * args.clients
     socks = []
     try:
         for i in range(args.clients):
@@ -138,6 +152,7 @@ def main() -> None:
         start = time.monotonic()
         end = start + args.seconds
         next_report = start + 1.0
+        next_drain = start + 0.05
         k = 0
         # Bounded: ends at --seconds (or a signal); at most rate × seconds rounds of slots.
         while not stop:
@@ -165,19 +180,23 @@ def main() -> None:
                         100.0, max(0.0, cpu[i] + random.uniform(-args.wobble, args.wobble))
                     )
                 try:
-                    socks[i].sendto(packet(names[i], boot, seq[i], interval, cpu[i]), target)
+                    socks[i].sendto(
+                        packet(names[i], boot, seq[i], interval, sessions[i], cpu[i]), target
+                    )
                     sent += 1
                 except OSError:
                     errors += 1
             k += 1
-            if now >= next_report:
-                for s in socks:  # drain any notices, so no queue grows
+            if now >= next_drain:  # often until every client is welcomed, then once a second
+                next_drain = now + (0.05 if "" in sessions else 1.0)
+                for i, s in enumerate(socks):  # take the session; no queue grows
                     try:
                         while True:
-                            s.recv(65536)
                             notices += 1
+                            sessions[i] = welcomed(s.recv(65536), boot, sessions[i])
                     except OSError:
-                        pass
+                        notices -= 1
+            if now >= next_report:
                 print(
                     json.dumps(
                         {

@@ -56,6 +56,8 @@ class Agent:
         self.boot = secrets.token_hex(8)
         self.seq = 0
         self.epoch = 0
+        self.session = ""  # the director session that welcomed this run (see replay.py)
+        self._session_seq = -1  # the heartbeat that welcome answered
         self.placement: Placement | None = None
         self.events = EventLog()
         self.performance: dict[str, Any] = {}
@@ -104,6 +106,7 @@ class Agent:
                 seq=self.seq,
                 interval=self.interval,
                 epoch=self.epoch,
+                session=self.session,
                 cpu=self.performance.get("cpu"),
                 memory=self.performance.get("memory"),
                 gpu=self.performance.get("gpu"),
@@ -197,6 +200,7 @@ class Agent:
                 )
             return
         self.heard = True
+        self._take_session(placement)
         if abs(placement.interval - self.interval) > 1e-9:
             log.info("heartbeat interval set by the show: %g s", placement.interval)
             self.interval = placement.interval
@@ -209,6 +213,18 @@ class Agent:
             self._observe(kind, {**placement.event, "plays": placement.plays})
         else:
             self._observe("agent.placement", {"epoch": placement.epoch, "plays": placement.plays})
+
+    def _take_session(self, placement: Placement) -> None:
+        """Heartbeats carry the session of the director's newest answer to this run: an
+        answer to another run, or to an older heartbeat (a replayed notice), is no news."""
+        if (
+            placement.session
+            and placement.boot == self.boot
+            and placement.seq is not None
+            and placement.seq >= self._session_seq
+        ):
+            self.session = placement.session
+            self._session_seq = placement.seq
 
     def _observe(self, kind: str, fields: dict[str, Any]) -> None:
         event = self.events.add(kind, fields)

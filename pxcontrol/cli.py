@@ -444,11 +444,14 @@ def status(
     for column in ("client", "state", "outputs play on", "cpu %", "memory %"):
         table.add_column(column)
     colours = {"online": "green", "offline": "red", "dry": "dim"}
-    for name, state, plays_on, cpu, memory, *_ in rows:  # a newer bridge may append columns
+    for name, state, plays_on, cpu, memory, *more in rows:
+        plays = Text(str(plays_on), style="" if plays_on == name else "magenta")
+        if more and not more[0]:  # `confirmed`, appended after the first five
+            plays.append(f" (announced, not yet confirmed by {plays_on})", style="bold yellow")
         table.add_row(
             Text(str(name)),
             Text(str(state), style=colours.get(str(state), "")),
-            Text(str(plays_on), style="" if plays_on == name else "magenta"),
+            plays,
             "–" if cpu < 0 else f"{cpu:.0f}",
             "–" if memory < 0 else f"{memory:.0f}",
         )

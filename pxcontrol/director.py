@@ -88,6 +88,7 @@ class Director:
         self.backup = BackupManager(
             self.show, saved, self.store, self.live.state, self.app.emit, self.live.announce
         )
+        self.live.confirmations.restore(self.app.events, self.backup.epoch)
         self.mappings.attach()
         await self.app.start()
         director = self.show.director

@@ -18,6 +18,7 @@ KINDS: dict[str, str] = {
     "backup.activated": "a takeover happened",
     "backup.moved": "outputs moved with 'move to'",
     "backup.failed": "a takeover or move could not happen",
+    "backup.confirmed": "the client that plays a client's outputs now confirmed the decision",
     "backup.auto": "automatic backup was switched on or off for a client",
     "alarm": "something needs the operator (mass failure, backup busy, backup lost, …)",
     "show.loaded": "the director started a show",
@@ -40,6 +41,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ),
     "backup.moved": ("client", "from", "to", "outputs", "reason", "by", "epoch"),
     "backup.failed": ("client", "reason", "message", "trigger", "by", "action"),
+    "backup.confirmed": ("client", "plays_on", "epoch", "after", "alarmed"),
     "backup.auto": ("client", "on", "reason", "by"),
     "alarm": ("client", "alarm", "message"),
     "show.loaded": (
@@ -64,6 +66,7 @@ SAMPLES: dict[str, Any] = {
     "restored": "", "heartbeat_port": 7401, "osc_port": 7400, "web_port": 7480, "module": "Log", "status": "ok", "source": "api", "mapping": "mappings[0]",
     "event_seq": 1, "ok": True, "actions": [], "level": "info",
     "seq": 1, "time": 0.0, "kind": "backup.activated",
+    "plays_on": "Backup1", "after": 0.012, "alarmed": False,
 }  # fmt: skip
 
 

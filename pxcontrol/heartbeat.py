@@ -32,6 +32,9 @@ class Heartbeat(BaseModel):
     seq: int = Field(ge=0)
     interval: float = Field(gt=0, description="the agent's current send interval")
     epoch: int = Field(0, ge=0, description="newest placement epoch the agent has")
+    session: str = Field(
+        "", max_length=64, description="the director session that welcomed this run; '' before"
+    )
     cpu: float | None = None
     memory: float | None = None
     gpu: dict[str, Any] | None = None
@@ -50,6 +53,11 @@ class Placement(BaseModel):
     # the outputs and live inputs this agent plays for others: playout client → names
     plays: dict[str, list[str]] = {}
     event: dict[str, Any] | None = None  # the change that made this epoch
+    # The director's session (new at each director start) and the heartbeat this notice
+    # answers: an agent takes the session only from an answer to its own run, newest first.
+    session: str = Field("", max_length=64)
+    boot: str | None = Field(None, max_length=64)
+    seq: int | None = Field(None, ge=0)
 
 
 class WireError(ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import socket
 import threading
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pxcontrol.arrivals import ArrivalReader, Datagram
+from pxcontrol.confirmations import Confirmations
 from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
 from pxcontrol.heartbeat import (
     HEARTBEAT,
@@ -31,6 +33,7 @@ from pxcontrol.heartbeat import (
     encode,
 )
 from pxcontrol.osc_transport import raise_receive_buffer
+from pxcontrol.replay import Runs
 from pxcontrol.show import ShowFile
 from pxcontrol.status import summarise_names
 from pxcontrol.supervisor import Supervisor
@@ -38,7 +41,6 @@ from pxcontrol.supervisor import Supervisor
 log = logging.getLogger("pxcontrol.live")
 
 RECEIVE_BUFFER = 4 * 1024 * 1024  # a burst during a short stall must not be lost
-BOOTS_REMEMBERED = 16
 
 
 @dataclass
@@ -50,9 +52,6 @@ class ClientLive:
     address: tuple[str, int] | None = None  # where its agent sends from; notices go there
     boot: str | None = None
     seq: int = -1
-    old_boots: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=BOOTS_REMEMBERED)
-    )
     agent_epoch: int = 0
     agent_interval: float = 0.0
     cpu: float | None = None
@@ -60,7 +59,6 @@ class ClientLive:
     gpu: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     heard_at: float | None = None  # wall clock, for people
-    second_agents: set[str] = field(default_factory=set)  # runs refused: one alarm each
 
 
 class LiveSystems:
@@ -96,6 +94,12 @@ class LiveSystems:
         self.notices_dropped = 0  # placement notices the kernel would not take at once
         self.stalls = 0  # times the director itself was found stopped
         self._stalled_at: float | None = None  # when the reading thread last found one
+        # What a batch of heartbeats decided, for the loop: filled by the reading thread.
+        self._effects: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        # Replays and second agents (replay.py), judged in the reading thread: what they
+        # raise or send is done on the loop.
+        self.runs = Runs(self._emit_later, self._welcome_later, clock)
+        self.confirmations = Confirmations(emit, lambda: self.timing.heartbeat_interval, clock)
         self.on_newer_epoch: Callable[[int], Awaitable[None]] | None = None
         self._newest_seen = 0
         self._pending: set[asyncio.Task[None]] = set()
@@ -192,6 +196,7 @@ class LiveSystems:
             self._reader.stop()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 1.0)
+        self.confirmations.close()
         if self._socket is not None:
             self._socket.close()
 
@@ -199,10 +204,10 @@ class LiveSystems:
 
     def _batch(self, batch: list[Datagram], now: float) -> None:
         """Judge what arrived, then the silence of everyone; hand the outcome to the loop."""
-        effects: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         with self._lock:
+            effects = self._effects = []
             for packet, source, arrived in batch:
-                self._datagram(packet, (source[0], source[1]), arrived, effects)
+                self._datagram(packet, (source[0], source[1]), arrived)
             changes = self.detector.check(now)
         if changes:
             if any(c.kind == "stalled" for c in changes):
@@ -214,17 +219,22 @@ class LiveSystems:
             except RuntimeError:  # the loop closed: the director is ending
                 pass
 
-    def _datagram(
-        self,
-        packet: bytes,
-        source: tuple[str, int],
-        arrived: float,
-        effects: list[tuple[Callable[..., None], tuple[Any, ...]]],
-    ) -> None:
+    def _later(self, function: Callable[..., object], *args: Any) -> None:
+        """Do this on the loop, after the batch (from the reading thread)."""
+        self._effects.append((function, args))
+
+    def _emit_later(self, kind: str, /, **fields: Any) -> None:
+        self._later(functools.partial(self._emit, kind, **fields))
+
+    def _welcome_later(self, name: str, source: tuple[str, int], beat: Heartbeat) -> None:
+        self._later(self._welcome, name, source, beat)
+
+    def _datagram(self, packet: bytes, source: tuple[str, int], arrived: float) -> None:
+        effects = self._effects
         try:
             beat = decode(packet, HEARTBEAT, Heartbeat, self._secret)
             new_run = beat.name in self.clients and self.clients[beat.name].boot != beat.boot
-            client = self._accept(beat, source, effects)
+            client = self._accept(beat, source)
         except WireError as error:
             self._drop(error.reason, f"{source[0]}:{source[1]}: {error}")
             return
@@ -238,6 +248,8 @@ class LiveSystems:
         changes = self.detector.heard(beat.name, arrived)
         if changes:
             effects.append((self._apply, (changes,)))
+        if self.confirmations.waiting:  # a takeover announced, not yet confirmed
+            effects.append((self.confirmations.heard, (beat.name, beat.epoch)))
         if beat.epoch > self._epoch and self.on_newer_epoch is not None:
             effects.append((self._newer_epoch, (beat.name, beat.epoch)))
         if (
@@ -249,12 +261,7 @@ class LiveSystems:
             # heartbeats are the acks: repeat until it has the newest epoch.
             effects.append((self._send_placement, (client,)))
 
-    def _accept(
-        self,
-        beat: Heartbeat,
-        source: tuple[str, int],
-        effects: list[tuple[Callable[..., None], tuple[Any, ...]]],
-    ) -> ClientLive:
+    def _accept(self, beat: Heartbeat, source: tuple[str, int]) -> ClientLive:
         client = self.clients.get(beat.name)
         if client is None:
             raise WireError("unknown_client", f"no client {beat.name!r} in the show")
@@ -263,39 +270,9 @@ class LiveSystems:
                 "wrong_source",
                 f"{beat.name} is declared at {client.ip}, heartbeat came from {source[0]}",
             )
-        if beat.boot == client.boot:
-            if beat.seq <= client.seq:
-                raise WireError(
-                    "replay", f"{beat.name} sequence {beat.seq} is not newer than {client.seq}"
-                )
-        elif beat.boot in client.old_boots:
-            raise WireError("replay", f"{beat.name} heartbeat from an earlier run of its agent")
-        elif self._current_run_alive(beat.name, client):
-            # Two agents with one name on that machine: the one heard first stays the
-            # client's voice; a restarted agent comes after a silence, never alongside.
-            if beat.boot not in client.second_agents:
-                client.second_agents.add(beat.boot)
-                message = (
-                    f"a second agent reports as {beat.name} from {source[0]}: its "
-                    "heartbeats are ignored while the first one runs; stop one of them"
-                )
-                effects.append((self._alarm, (beat.name, "second agent", message)))
-            raise WireError("second_agent", f"a second agent reports as {beat.name}")
-        else:
-            if client.boot is not None:
-                client.old_boots.append(client.boot)
-            client.boot = beat.boot
-        client.seq = beat.seq
+        self.runs.admit(beat, source, self.timing)  # replayed, unwelcomed, second agent
+        client.boot, client.seq = beat.boot, beat.seq
         return client
-
-    def _current_run_alive(self, name: str, client: ClientLive) -> bool:
-        """The run we follow was heard within two heartbeat intervals."""
-        last = self.detector.clients[name].last_heard
-        return (
-            client.boot is not None
-            and last is not None
-            and self._clock() - last < 2 * self.timing.heartbeat_interval
-        )
 
     def _drop(self, reason: str, message: str) -> None:
         self.drops[reason] += 1
@@ -399,25 +376,42 @@ class LiveSystems:
     async def announce(self, epoch: int, event: dict | None = None) -> None:
         """Tell every agent we have heard from where outputs play as of `epoch`."""
         self._epoch = epoch
+        self.confirmations.announced(epoch, event)
         for client in self.clients.values():
             if client.address is not None:
                 self._send_placement(client, event)
 
     def _send_placement(self, client: ClientLive, event: dict | None = None) -> None:
-        if self._socket is None or self._placement is None or client.address is None:
+        if client.address is not None:
+            self._send_notice(client.name, client.address, event)
+
+    def _welcome(self, name: str, source: tuple[str, int], beat: Heartbeat) -> None:
+        """Answer a heartbeat of a run this director has not welcomed: the notice carries
+        the session that its next heartbeats must show to be heard."""
+        self._send_notice(name, source, None, answering=beat)
+
+    def _send_notice(
+        self,
+        name: str,
+        to: tuple[str, int],
+        event: dict | None,
+        answering: Heartbeat | None = None,
+    ) -> None:
+        if self._socket is None or self._placement is None:
             return
-        if client.name not in self.clients:
+        if name not in self.clients:
             return  # removed by a reload since
-        notice = self._placement(client.name)
+        notice = self.runs.stamp(self._placement(name), name, answering)
+        event = event or self.confirmations.event_of(notice.epoch)  # a repair tells the same
         if event is not None:
             notice = notice.model_copy(update={"event": event})
         try:
             # Never blocks: the socket is non-blocking, and the reader thread shares it.
-            self._socket.sendto(encode(PLACEMENT, notice, self._secret), client.address)
+            self._socket.sendto(encode(PLACEMENT, notice, self._secret), to)
         except (BlockingIOError, InterruptedError):
             self.notices_dropped += 1  # heartbeats are the acks: it is sent again
         except OSError as exc:  # unreachable: UDP's way of losing a datagram
-            log.debug("placement to %s: %s", client.name, exc)
+            log.debug("notice to %s: %s", name, exc)
 
 
 def _run_all(effects: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:

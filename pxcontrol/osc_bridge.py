@@ -360,8 +360,11 @@ class OscBridge:
             f"count (i i); got {' '.join(repr(p) for p in params)}"
         )
 
-    def _status_rows(self, offset: int, count: int) -> list[tuple[str, str, str, float, float]]:
-        """name, state, where its outputs play, cpu, memory: the five arguments consoles read.
+    def _status_rows(
+        self, offset: int, count: int
+    ) -> list[tuple[str, str, str, float, float, int]]:
+        """name, state, where its outputs play, cpu, memory: the five arguments consoles read;
+        then whether the newest decision for it is confirmed (1) or only announced (0).
 
         Read straight from detection and placement rather than from the full snapshot,
         which costs far more at 500 clients and would hold up the loop for a console.
@@ -380,6 +383,7 @@ class OscBridge:
                     backup.plays_on(decl.name),
                     UNKNOWN if cpu is None else float(cpu),
                     UNKNOWN if memory is None else float(memory),
+                    int(live.confirmations.confirmed(decl.name)),
                 )
             )
         return rows

@@ -32,6 +32,9 @@ class ClientStatus(Strict):
     state: Literal["online", "offline", "dry"]
     late: bool
     plays_on: str  # where this client's outputs play now (itself unless taken over)
+    # False while the newest takeover or move of its outputs is announced but the client
+    # that plays them now (plays_on) has not yet confirmed it in a heartbeat
+    confirmed: bool
     carrying: str | None  # for a backup: the playout client whose outputs it plays now
     backups: list[str]  # the backups that cover this client
     auto_backup: bool
@@ -100,6 +103,7 @@ def client_status(director: Director, decl: ClientDecl, backups: list[str]) -> C
         state=str(live.state(decl.name)),
         late=live.late(decl.name),
         plays_on=backup.plays_on(decl.name),
+        confirmed=live.confirmations.confirmed(decl.name),
         carrying=backup.carrying(decl.name),
         backups=backups,
         auto_backup=backup.auto_enabled(decl.name),

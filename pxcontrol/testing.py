@@ -71,11 +71,11 @@ class Rig:
             wait_for(
                 lambda: director.of_kind("show.loaded") or director.proc.poll() is not None,
                 30,
-                f"show.loaded from run; last output: {director.output[-8:]}",
+                "show.loaded from run",
             )
-        except AssertionError:
+        except AssertionError as exc:
             director.kill()  # never leave a director behind that the test cannot stop
-            raise
+            raise AssertionError(f"{exc}; its output: {director.output[-12:]}") from None
         if not director.of_kind("show.loaded"):
             director.wait_exit()
         return director

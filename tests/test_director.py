@@ -139,8 +139,9 @@ async def test_a_late_agent_catches_up_with_the_epoch_through_its_heartbeats(sho
     show.director.live.detector.clients["Backup1"].state = ClientState.ONLINE
     assert (await backup.takeover("Playout1", "manual")).ok
     late = show.agent("Backup1", "127.0.0.21")
-    notice = await async_wait_for(lambda: late.of_kind("agent.placement"))
-    assert notice[0]["epoch"] == 1
+    # The repaired notice tells what the original would have: the takeover, with its fields.
+    notice = await async_wait_for(lambda: late.of_kind("backup.activated"))
+    assert notice[0]["epoch"] == 1 and notice[0]["client"] == "Playout1"
     assert notice[0]["plays"] == {"Playout1": ["Output 1", "Output 2"]}
 
 
@@ -152,8 +153,10 @@ async def test_forged_replayed_and_malformed_heartbeats_never_keep_a_dead_client
     boot, seq = real.boot, real.seq
     assert boot is not None
 
-    def beat(seq: int, boot: str = boot) -> Heartbeat:
-        return Heartbeat(name="Playout1", boot=boot, seq=seq, interval=0.05)
+    def beat(seq: int, boot: str = boot) -> Heartbeat:  # as captured from this director session
+        return Heartbeat(
+            name="Playout1", boot=boot, seq=seq, interval=0.05, session=live.runs.session
+        )
 
     forged = {
         "bad_signature": (encode(HEARTBEAT, beat(10**6), b"wrong secret"), "127.0.0.11"),

@@ -284,6 +284,29 @@ def test_the_page_reconnects_by_itself_when_the_director_restarts(demo: Rig, pag
     expect(page.locator('#events [data-kind="show.loaded"]')).to_have_count(2)
 
 
+def test_a_takeover_the_backup_has_not_confirmed_is_marked_until_it_does(tmp_path, page: Page):
+    # A backup agent that stalls for seconds (SIGSTOP) without being declared offline.
+    rig = start(Rig(tmp_path, DEMO.replace("offline_after = 0.5", "offline_after = 5.0")),
+                "Playout1", "Backup1")  # fmt: skip
+    try:
+        open_live(page, url(rig))
+        playout = row(page, "Playout1")
+        expect(playout.locator(".unconfirmed")).to_be_hidden()
+        rig.agents["Backup1"].signal(signal.SIGSTOP)
+        playout.get_by_role("button", name="Switch to Backup").click()
+        page.get_by_role("dialog").get_by_role("button", name="Switch to Backup").click()
+        expect(playout).to_have_attribute("data-plays-on", "Backup1")
+        expect(playout.locator(".unconfirmed")).to_be_visible()
+        expect(playout.locator(".unconfirmed")).to_have_text("NOT CONFIRMED")
+        expect(page.locator("#alarms")).to_contain_text("has not confirmed")
+        rig.agents["Backup1"].signal(signal.SIGCONT)
+        expect(playout.locator(".unconfirmed")).to_be_hidden()
+        assert rig.director is not None
+        assert rig.director.wait_event("backup.confirmed", client="Playout1")["alarmed"] is True
+    finally:
+        rig.close()
+
+
 # --- 500 clients: simulated agents on 127.0.X.Y (bench/_heartbeat_sim.py) ---
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"

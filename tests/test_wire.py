@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from pythonosc.osc_message import OscMessage
 
 from pxcontrol.agent import Agent
-from pxcontrol.events import Event
+from pxcontrol.confirmations import Confirmations, confirm_within
+from pxcontrol.detection import Timing
+from pxcontrol.events import Event, EventLog
 from pxcontrol.heartbeat import (
     HEARTBEAT,
     MAX_PACKET,
@@ -26,6 +28,7 @@ from pxcontrol.heartbeat import (
 )
 from pxcontrol.hookspecs import hookimpl
 from pxcontrol.plugins import make_plugin_manager
+from pxcontrol.replay import Runs
 
 SECRET = b"show secret"
 DIRECTOR = ("127.0.0.1", 7401)
@@ -469,3 +472,250 @@ async def test_a_failing_observe_event_plugin_does_not_stop_the_others():
     agent.pm.register(Broken())  # pluggy calls the last registered first
     agent.notice(encode(PLACEMENT, notice(1, ACTIVATED), None), DIRECTOR)
     assert seen == ["backup.activated"] and agent.epoch == 1
+
+
+# --- the session: Agent.notice takes it only from an answer to its own run ---
+
+
+def welcome(agent: Agent, seq: int, session: str = "s1", boot: str | None = None) -> bytes:
+    answer = notice(0).model_copy(
+        update={"session": session, "boot": boot or agent.boot, "seq": seq}
+    )
+    return encode(PLACEMENT, answer, None)
+
+
+async def test_an_agent_takes_the_session_of_a_welcome_that_answers_its_run():
+    agent = make_agent()
+    assert agent.session == ""
+    agent.notice(welcome(agent, 3), DIRECTOR)
+    assert agent.session == "s1"
+
+
+async def test_an_agent_ignores_the_session_of_an_answer_to_another_run():
+    agent = make_agent()
+    agent.notice(welcome(agent, 3, boot="another run"), DIRECTOR)
+    assert agent.session == ""
+
+
+async def test_a_replayed_welcome_answering_an_older_heartbeat_does_not_bring_its_session_back():
+    agent = make_agent()
+    old = welcome(agent, 3, "before the restart")
+    agent.notice(old, DIRECTOR)
+    agent.notice(welcome(agent, 40, "after the restart"), DIRECTOR)
+    agent.notice(old, DIRECTOR)  # captured and sent again
+    assert agent.session == "after the restart"
+
+
+# --- Runs: which agent run the director follows (an exact clock) ---
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+TIMING = Timing(heartbeat_interval=0.1, offline_after=0.5, online_after=3.0, mass_failure_guard=0.5)
+SOURCE = ("127.0.0.11", 50001)
+
+
+class Director:
+    """What Runs talks to: the director's alarms and the welcomes it sends."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.alarms: list[dict] = []
+        self.welcomes: list[tuple[tuple[str, int], Heartbeat]] = []
+        self.runs = Runs(self.emit, self.welcome, self.clock, session="S")
+
+    def emit(self, kind: str, **fields) -> None:
+        assert kind == "alarm"
+        self.alarms.append(fields)
+
+    def welcome(self, name: str, source: tuple[str, int], beat: Heartbeat) -> None:
+        self.welcomes.append((source, beat))
+
+    def refusal(self, beat: Heartbeat, source: tuple[str, int] = SOURCE) -> str | None:
+        try:
+            self.runs.admit(beat, source, TIMING)
+        except WireError as error:
+            return error.reason
+        return None
+
+    def at(self, now: float, beat: Heartbeat, source: tuple[str, int] = SOURCE) -> str | None:
+        self.clock.now = now
+        return self.refusal(beat, source)
+
+
+def hb(boot: str, seq: int, session: str = "S") -> Heartbeat:
+    return Heartbeat(name="Playout1", boot=boot, seq=seq, interval=0.1, session=session)
+
+
+def test_a_heartbeat_without_this_directors_session_is_not_heard_but_welcomed():
+    d = Director()
+    assert d.refusal(hb("A", 1, session="")) == "unwelcomed"
+    assert d.refusal(hb("A", 2, session="earlier director")) == "unwelcomed"
+    assert d.runs.followed("Playout1") is None
+    # One welcome per source address per half interval: a flood of replays is not a
+    # flood of notices, and the agent's next heartbeat is answered again.
+    assert [beat.seq for _, beat in d.welcomes] == [1]
+    assert d.at(100.04, hb("A", 3, session="")) == "unwelcomed"
+    assert [beat.seq for _, beat in d.welcomes] == [1]
+    assert d.at(100.06, hb("A", 3, session="")) == "unwelcomed"
+    assert [beat.seq for _, beat in d.welcomes] == [1, 3]
+    assert d.at(100.07, hb("A", 4, session=""), ("127.0.0.11", 50002)) == "unwelcomed"
+    assert d.welcomes[-1] == (("127.0.0.11", 50002), hb("A", 4, session=""))
+    assert d.at(100.1, hb("A", 5)) is None
+    assert d.runs.followed("Playout1") == "A"
+
+
+def test_within_a_run_only_newer_heartbeats_are_heard():
+    d = Director()
+    assert d.refusal(hb("A", 5)) is None
+    assert d.refusal(hb("A", 5)) == "replay"
+    assert d.refusal(hb("A", 4)) == "replay"
+    assert d.refusal(hb("A", 6)) is None
+
+
+def test_an_agent_restarted_after_a_silence_is_followed_and_its_old_run_is_a_replay():
+    d = Director()
+    assert d.at(100.0, hb("A", 7)) is None
+    assert d.at(100.2, hb("B", 1)) is None  # two intervals of silence: a restart
+    assert d.runs.followed("Playout1") == "B"
+    assert d.at(100.25, hb("A", 7)) == "replay"
+    assert d.at(100.3, hb("A", 6)) == "replay"
+    assert d.alarms == []
+
+
+def test_a_second_agent_cannot_displace_the_first_while_the_first_is_heard():
+    d = Director()
+    assert d.at(100.0, hb("A", 1)) is None
+    assert d.at(100.05, hb("X", 1)) == "second_agent"
+    # The first one pauses longer than two intervals but less than offline_after:
+    assert d.at(100.4, hb("X", 8)) == "second_agent"
+    assert d.at(100.45, hb("A", 2)) is None
+    assert d.runs.followed("Playout1") == "A"
+    assert [a["alarm"] for a in d.alarms] == ["second agent"]
+    # Once the first has been silent for offline_after it is gone: the second is followed.
+    assert d.at(100.95, hb("X", 20)) is None
+    assert d.runs.followed("Playout1") == "X"
+
+
+def test_a_run_that_lost_its_place_and_is_heard_again_takes_it_back():
+    d = Director()
+    assert d.at(100.0, hb("A", 1)) is None
+    assert d.at(100.25, hb("X", 1)) is None  # looked like a restart of A's agent
+    assert d.at(100.3, hb("A", 2)) is None  # but A never stopped: it is followed again
+    assert d.runs.followed("Playout1") == "A"
+    assert [a["alarm"] for a in d.alarms] == ["second agent"]
+    assert d.at(100.35, hb("X", 2)) == "second_agent"
+    assert d.at(100.4, hb("A", 2)) == "replay"
+    assert len(d.alarms) == 1
+
+
+def test_notices_carry_the_session_and_the_heartbeat_they_answer():
+    d = Director()
+    assert d.refusal(hb("A", 9)) is None
+    stamped = d.runs.stamp(notice(1), "Playout1")
+    assert (stamped.session, stamped.boot, stamped.seq) == ("S", "A", 9)
+    answer = d.runs.stamp(notice(1), "Playout1", answering=hb("B", 2, session=""))
+    assert (answer.session, answer.boot, answer.seq) == ("S", "B", 2)
+    nobody = d.runs.stamp(notice(1), "Backup1")
+    assert (nobody.session, nobody.boot, nobody.seq) == ("S", None, None)
+
+
+def test_every_director_start_draws_a_new_session():
+    sessions = {Runs(print, print).session for _ in range(20)}
+    assert len(sessions) == 20 and all(len(s) == 16 for s in sessions)
+
+
+# --- Confirmations: announced, then confirmed by the client that plays now ---
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def __call__(self, kind: str, **fields) -> None:
+        self.events.append((kind, fields))
+
+
+def confirmations() -> tuple[Confirmations, Recorder, Clock]:
+    emit, clock = Recorder(), Clock()
+    return Confirmations(emit, lambda: 0.1, clock), emit, clock
+
+
+def test_a_takeover_is_unconfirmed_until_the_backup_heartbeat_carries_its_epoch():
+    c, emit, clock = confirmations()
+    c.announced(4, {**ACTIVATED, "epoch": 4})
+    assert not c.confirmed("Playout1") and c.confirmed("Backup1")
+    c.heard("Backup1", 3)  # still on the epoch before
+    c.heard("Playout1", 4)  # not the one that plays now
+    assert not c.confirmed("Playout1")
+    clock.now += 0.02
+    c.heard("Backup1", 4)
+    assert c.confirmed("Playout1")
+    assert emit.events == [
+        (
+            "backup.confirmed",
+            {
+                "client": "Playout1",
+                "plays_on": "Backup1",
+                "epoch": 4,
+                "after": 0.02,
+                "alarmed": False,
+            },
+        )
+    ]
+
+
+def test_not_confirmed_within_the_bound_is_one_alarm_and_the_later_confirmation_ends_it():
+    c, emit, clock = confirmations()
+    assert confirm_within(0.1) == 1.0 and confirm_within(0.5) == 2.5
+    c.announced(1, {**ACTIVATED, "epoch": 1})
+    clock.now += 0.999
+    c.check()
+    assert emit.events == []
+    clock.now += 0.001
+    c.check()
+    c.check()
+    ((kind, alarm),) = emit.events
+    assert kind == "alarm" and alarm["alarm"] == "not confirmed" and alarm["client"] == "Playout1"
+    assert "announced to Backup1 (epoch 1)" in alarm["message"]
+    c.heard("Backup1", 1)
+    assert emit.events[-1][0] == "backup.confirmed" and emit.events[-1][1]["alarmed"] is True
+
+
+def test_a_move_is_confirmed_by_the_client_it_moved_to():
+    c, _, _ = confirmations()
+    c.announced(2, {**MOVED, "epoch": 2})
+    c.heard("Backup1", 2)
+    assert not c.confirmed("Playout1")
+    c.heard("Playout1", 2)
+    assert c.confirmed("Playout1")
+
+
+def test_the_newest_decisions_event_is_kept_for_repaired_notices_of_its_epoch():
+    c, _, _ = confirmations()
+    assert c.event_of(0) is None
+    c.announced(1, {**ACTIVATED, "epoch": 1})
+    c.announced(2, {**MOVED, "epoch": 2})
+    assert c.event_of(2) == {**MOVED, "epoch": 2}
+    assert c.event_of(1) is None  # an agent that missed both hears the newest
+    c.announced(3, None)  # a catch-up, not a decision
+    assert c.event_of(3) is None and c.event_of(2) is not None
+
+
+def test_after_a_restart_the_saved_decision_of_the_current_epoch_is_repeated_and_confirmed():
+    log = EventLog()
+    log.add("backup.activated", {**ACTIVATED, "epoch": 1})
+    log.add("backup.moved", {**MOVED, "epoch": 2})
+    log.add("client.online", {"client": "Playout1", "ip": "127.0.0.11"})
+    c, _, _ = confirmations()
+    c.restore(log, 2)
+    assert c.event_of(2) == {**MOVED, "epoch": 2} and not c.confirmed("Playout1")
+    other, _, _ = confirmations()
+    other.restore(log, 3)  # the saved log does not have the current epoch's decision
+    assert other.event_of(3) is None and other.confirmed("Playout1")

@@ -326,7 +326,7 @@ function makeRow(name) {
     <td class="c-state"><span class="pill"></span><span class="late" hidden>LATE</span></td>
     <td class="c-name"><span class="name"></span><span class="shield" hidden></span><span class="role"></span><div class="sub"></div></td>
     <td class="c-ip mono"></td>
-    <td class="c-plays"><span class="plays"></span></td>
+    <td class="c-plays"><span class="plays"></span><span class="unconfirmed" hidden>NOT CONFIRMED</span></td>
     <td class="c-heard mono"></td>
     ${["cpu", "memory", "gpu", "fps"].map((m) => `
     <td class="c-metric" data-metric="${m}"><span class="value">–</span>
@@ -403,6 +403,10 @@ function updateRow(row, c) {
     plays.title = c.outputs.concat(c.live_inputs).join(", ");
   }
   drawHeard(row, c);
+  // Announced to the agents, but the client that plays the outputs now has not said so yet.
+  const unconfirmed = $(".unconfirmed", row);
+  unconfirmed.hidden = c.confirmed !== false;
+  unconfirmed.title = `announced, not yet confirmed by ${c.plays_on}`;
 
   renderAuto($(".c-auto", row), c);
 
@@ -774,6 +778,8 @@ function describe(e) {
       return `${e.client} → ${e.backup}: ${[...(e.outputs || []), ...(e.live_inputs || [])].join(", ")} (${e.reason}${by}, epoch ${e.epoch})`;
     case "backup.moved":
       return `${e.client}: ${e.from} → ${e.to} (${e.reason}${by}, epoch ${e.epoch})`;
+    case "backup.confirmed":
+      return `${e.plays_on} confirmed epoch ${e.epoch} for ${e.client} after ${milliseconds(e.after)}${e.alarmed ? " (alarm ended)" : ""}`;
     case "backup.failed":
       return `${e.action === "move" ? "move" : "takeover"} of ${e.client} refused: ${e.message} (${e.trigger}${by})`;
     case "backup.auto":
