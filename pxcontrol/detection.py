@@ -137,7 +137,7 @@ class Detector:
                 for w in self.clients.values()
                 if w.state is ClientState.ONLINE and w.name not in dropped
             )
-            share = len(dropped) / watched
+            share = len(dropped) / watched if watched else 0.0
             if len(dropped) > 1 and share > self.timing.mass_failure_guard:
                 for name in dropped:
                     self.clients[name].guarded = True
@@ -163,6 +163,6 @@ class Detector:
             w.name
             for w in self.clients.values()
             if w.last_heard is not None
-            and w.state is not ClientState.DRY
+            and (w.state is not ClientState.DRY or w.seen_online)  # seen before a restart
             and self.timing.late_after <= now - w.last_heard <= earliest
         ]
