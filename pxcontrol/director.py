@@ -159,11 +159,16 @@ class Director:
                 actions=intent.actions,
                 replay=replay,
             )
-            if not replay:
-                await self.store.finish_intent(intent.id, REPORTED)
-                continue
-            assert mapping is not None
-            await self.mappings.replay(intent, mapping)
+            try:
+                if not replay:
+                    await self.store.finish_intent(intent.id, REPORTED)
+                    continue
+                assert mapping is not None
+                await self.mappings.replay(intent, mapping)
+            except (
+                Exception
+            ) as exc:  # not saved: the alarm above stands, the next start says it again
+                log.error("could not record the recovery of %s: %s", intent.mapping, exc)
 
     async def _check_restored(self, moved: dict[str, str]) -> None:
         """Outputs restored onto a backup that nobody hears: say so, once the backup had

@@ -148,7 +148,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
 def _damaged(path: Path, error: str, lost: str) -> StateUnusable:
     return StateUnusable(
         f"the state file {path} is damaged ({error}); the director does not start on it. "
-        f"Stop here, move it aside (mv {path} {path}.damaged, and {path.name}-wal and "
+        f"Move it aside (mv {path} {path}.damaged, and {path.name}-wal and "
         f"{path.name}-shm if present) and start again: {lost}"
     )
 
@@ -184,7 +184,8 @@ class EventWriter:
         )
         self.shed = 0  # events never written, since start
         self.episode = 0  # shed in the current episode (0: not shedding)
-        self.failure = ""  # the last write error, if the disk refused a batch
+        self.failure = ""  # the write error while the disk refuses batches, else ""
+        self.failure_told = False  # the operator heard of this failure
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
@@ -235,6 +236,8 @@ class EventWriter:
             self.shed += len(batch)  # lost all the same: counted with the shed ones
             self.failure = str(exc)
             log.error("could not write %d events to %s: %s", len(batch), self.path, exc)
+        else:
+            self.failure = ""
 
     def close(self) -> None:
         if self._thread is not None:
@@ -470,6 +473,17 @@ class StateStore:
     def append(self, event: Event) -> None:
         """Queue an event for the log; never waits. Sheds it if the queue is full."""
         writer = self._events
+        if writer.failure and not writer.failure_told:
+            writer.failure_told = True
+            asyncio.get_running_loop().call_soon(
+                self.alarm,
+                "event log not written",
+                f"could not write the event log {self.events_path}: {writer.failure}. Events "
+                "are lost until it can be written again (free space on its disk?); decisions "
+                "are saved in state.sqlite as always",
+            )
+        elif not writer.failure:
+            writer.failure_told = False
         depth = len(writer.queue)
         if writer.episode and depth <= writer.limit // 2:
             writer.episode = 0  # the writer caught up: a new shedding is a new alarm

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pxcontrol.app import load_show
+from pxcontrol.problems import ShowInvalid
 from pxcontrol.testing import Rig, wait_for
 
 SHOW = """
@@ -219,3 +221,19 @@ def test_a_client_never_seen_stays_under_the_startup_guard(tmp_path, rigs):
     director.wait_event("client.online", client="Backup1")
     assert director.of_kind("client.offline", client="Playout1") == []
     assert director.of_kind("backup.activated") == []
+
+
+def test_replay_on_recovery_outside_a_takeover_is_refused_at_load(tmp_path):
+    (tmp_path / "show.toml").write_text(
+        '[modules.Log]\ntype = "log"\n\n[[mappings]]\non = "client.online"\n'
+        'do = ["Log.Entry"]\nreplay_on_recovery = true\n'
+    )
+    with pytest.raises(ShowInvalid) as refused:
+        load_show(tmp_path / "show.toml")
+    (problem,) = refused.value.problems
+    assert problem.line == 7 and "mappings[0].replay_on_recovery" in str(problem)
+    assert "applies to mappings on a takeover" in problem.message
+    (tmp_path / "show.toml").write_text(
+        (tmp_path / "show.toml").read_text().replace("client.online", "backup.*")
+    )
+    assert load_show(tmp_path / "show.toml").show.mappings[0].replay_on_recovery

@@ -114,11 +114,22 @@ def fill_up(folder: Path) -> Path:
 
 async def test_a_full_disk_refuses_the_takeover_and_rolls_it_back(tmpfs: Path):
     store = StateStore(tmpfs / "state" / "state.sqlite")
+    alarms: list[tuple[str, str]] = []
+    store.alarm = lambda alarm, message: alarms.append((alarm, message))
     manager = Manager(store, await store.open())
     try:
         filler = fill_up(tmpfs)
         message = await manager.refused_not_saved("disk is full")
         assert "Free space on its disk" in message
+        # The event log cannot be written either: said once, counted as shed.
+        for seq in range(1, 101):
+            store.append(Event("log.entry", {"message": "x" * 1000}, 1.0, seq))
+        await store.flush()
+        store.append(Event("log.entry", {}, 1.0, 101))
+        store.append(Event("log.entry", {}, 1.0, 102))
+        await asyncio.sleep(0)
+        assert [a for a, _ in alarms] == ["event log not written"]
+        assert "full" in alarms[0][1] and store.shed >= 100
         filler.unlink()  # space again: the next takeover is saved and announced
         decision = await manager.backup.takeover("Playout1", "osc")
         assert decision.ok and decision.epoch == 1 and manager.told == [1]
