@@ -57,17 +57,16 @@ def mappings_of(show: ShowFile) -> list[Mapping]:
 class Journal(Protocol):
     """Where a takeover's mapped actions are recorded before they run and after (the state)."""
 
-    async def record_intent(
+    async def record_intents(
         self,
         kind: str,
         event_seq: int,
         epoch: int,
         client: str,
         backup: str,
-        mapping: str,
-        calls: list[dict[str, Any]],
         when: float,
-    ) -> int: ...
+        mappings: list[tuple[str, list[dict[str, Any]]]],
+    ) -> list[int]: ...
 
     async def finish_intent(
         self, intent: int, state: str, results: list[dict[str, Any]] | None = None
@@ -92,9 +91,15 @@ class MappingRunner:
             "mapping:action.failed"
         ):
             return
-        for mapping in self.mappings:
-            if mapping.matches(event):
-                self.start(self.run(mapping, event), f"{mapping.name} on {event.kind}")
+        matching = [m for m in self.mappings if m.matches(event)]
+        if not matching:
+            return
+        if self.journal is not None and event.kind in TAKEOVER_KINDS:
+            # One write records every mapping of the takeover; then all start, in order.
+            self.start(self._run_recorded(matching, event), f"mappings on {event.kind}")
+            return
+        for mapping in matching:
+            self.start(self.run(mapping, event), f"{mapping.name} on {event.kind}")
 
     def start(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(work, name=name)
@@ -102,13 +107,21 @@ class MappingRunner:
         task.add_done_callback(self.running.discard)
 
     async def run(self, mapping: Mapping, event: Event) -> list[ActionRecord]:
+        """Run one mapping for an event (a takeover's is recorded as intent first)."""
+        calls = _filled(mapping, event)
+        (intent,) = await self._record_intents([(mapping, calls)], event)
+        return await self._run(mapping, event, calls, intent)
+
+    async def _run_recorded(self, mappings: list[Mapping], event: Event) -> None:
+        prepared = [(m, _filled(m, event)) for m in mappings]
+        intents = await self._record_intents(prepared, event)
+        for (mapping, calls), intent in zip(prepared, intents, strict=True):
+            self.start(self._run(mapping, event, calls, intent), f"{mapping.name} on {event.kind}")
+
+    async def _run(
+        self, mapping: Mapping, event: Event, calls: list[ActionCall], intent: int | None
+    ) -> list[ActionRecord]:
         source = f"mapping:{event.kind}:{mapping.name}"
-        fields = event.as_dict()
-        calls = [
-            ActionCall(action=c.action, args=fill(c.args, fields), timeout=c.timeout)
-            for c in mapping.decl.do
-        ]
-        intent = await self._record_intent(mapping, event, calls)
         records = await self.run_calls(calls, mapping.decl, source)
         if intent is not None:
             await self._finish(intent, DONE, records)
@@ -157,27 +170,28 @@ class MappingRunner:
                 break
         return records
 
-    async def _record_intent(
-        self, mapping: Mapping, event: Event, calls: list[ActionCall]
-    ) -> int | None:
+    async def _record_intents(
+        self, prepared: list[tuple[Mapping, list[ActionCall]]], event: Event
+    ) -> list[int | None]:
         """A takeover's actions are on disk as intent before the first one runs."""
         if self.journal is None or event.kind not in TAKEOVER_KINDS:
-            return None
+            return [None] * len(prepared)
         fields = event.fields
         try:
-            return await self.journal.record_intent(
-                kind=event.kind,
-                event_seq=event.seq,
-                epoch=int(fields.get("epoch", 0)),
-                client=str(fields.get("client", "")),
-                backup=str(fields.get("backup", fields.get("to", ""))),
-                mapping=mapping.name,
-                calls=[c.model_dump() for c in calls],
-                when=event.time,
+            return list(
+                await self.journal.record_intents(
+                    kind=event.kind,
+                    event_seq=event.seq,
+                    epoch=int(fields.get("epoch", 0)),
+                    client=str(fields.get("client", "")),
+                    backup=str(fields.get("backup", fields.get("to", ""))),
+                    when=event.time,
+                    mappings=[(m.name, [c.model_dump() for c in calls]) for m, calls in prepared],
+                )
             )
         except Exception as exc:  # the actions run all the same: the takeover happened
-            log.error("could not record the intent of %s: %s", mapping.name, exc)
-            return None
+            log.error("could not record the intent of a takeover's mappings: %s", exc)
+            return [None] * len(prepared)
 
     async def _finish(self, intent: int, state: str, records: list[ActionRecord]) -> None:
         assert self.journal is not None
@@ -190,6 +204,15 @@ class MappingRunner:
         return await self.app.run_action(
             call.action, call.args, timeout=call.timeout, source=source
         )
+
+
+def _filled(mapping: Mapping, event: Event) -> list[ActionCall]:
+    """The mapping's calls with the event's fields filled into their arguments."""
+    fields = event.as_dict()
+    return [
+        ActionCall(action=c.action, args=fill(c.args, fields), timeout=c.timeout)
+        for c in mapping.decl.do
+    ]
 
 
 def _trace(record: ActionRecord) -> dict[str, Any]:

@@ -379,32 +379,35 @@ class StateStore:
             lambda db: db.execute("INSERT OR REPLACE INTO settings VALUES ('seen', ?)", (value,)),
         )
 
-    async def record_intent(
+    async def record_intents(
         self,
         kind: str,
         event_seq: int,
         epoch: int,
         client: str,
         backup: str,
-        mapping: str,
-        calls: list[dict[str, Any]],
         when: float,
-    ) -> int:
-        """Before a takeover's mapped actions run: what is about to run, on disk."""
+        mappings: list[tuple[str, list[dict[str, Any]]]],
+    ) -> list[int]:
+        """Before a takeover's mapped actions run: what is about to run, on disk, in one
+        write for every mapping of the takeover; the intents' ids in order."""
 
-        def write(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "INSERT INTO intents (time, kind, event_seq, epoch, client, backup, mapping, "
-                "calls, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (when, kind, event_seq, epoch, client, backup, mapping, _json(calls), RUNNING),
-            )
-            row = cursor.lastrowid
-            assert row is not None
-            db.execute(
-                "DELETE FROM intents WHERE id <= ? AND state NOT IN (?, ?)",
-                (row - KEEP_INTENTS, RUNNING, REPLAYING),
-            )
-            return row
+        def write(db: sqlite3.Connection) -> list[int]:
+            ids = []
+            for mapping, calls in mappings:
+                cursor = db.execute(
+                    "INSERT INTO intents (time, kind, event_seq, epoch, client, backup, "
+                    "mapping, calls, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (when, kind, event_seq, epoch, client, backup, mapping, _json(calls), RUNNING),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+            if ids:
+                db.execute(
+                    "DELETE FROM intents WHERE id <= ? AND state NOT IN (?, ?)",
+                    (ids[-1] - KEEP_INTENTS, RUNNING, REPLAYING),
+                )
+            return ids
 
         return await self._run(self._write, write)
 

@@ -246,7 +246,7 @@ async def test_a_damaged_state_database_is_refused_at_start_with_the_way_out(tmp
     assert finished.returncode == 1, output
     assert "Traceback" not in output
     assert f"the state file {path} is damaged" in output
-    assert f"move it aside (mv {path} {path}.damaged" in output
+    assert f"Move it aside (mv {path} {path}.damaged" in output
     assert "check where outputs really play" in output
 
 
