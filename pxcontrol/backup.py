@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pxcontrol.detection import ClientState
 from pxcontrol.show import ClientDecl, ShowFile
-from pxcontrol.state import SavedState, StateStore
+from pxcontrol.state import SavedState, StateNotSaved, StateStore
 
 log = logging.getLogger("pxcontrol.backup")
 
@@ -48,6 +48,9 @@ class Decision:
     ok: bool
     message: str
     epoch: int = 0
+    reason: str = (
+        ""  # why it was refused, as in backup.failed: "backup offline", "state not saved" …
+    )
 
 
 class Refused(Exception):
@@ -95,6 +98,7 @@ class BackupManager:
         self.placement = {c.name: c.name for c in self.playouts()}
         self.placement.update({k: v for k, v in saved.placement.items() if k in self.placement})
         self.auto_override = dict(saved.auto)
+        self._saved_placement = dict(self.placement)  # as on disk: a failed save goes back to it
         self._store = store
         self._state_of = state_of
         self._emit = emit
@@ -130,6 +134,7 @@ class BackupManager:
         self._by_name = {c.name: c for c in show.clients}
         self._covers = _covers(show)
         self.placement = {c.name: self.placement.get(c.name, c.name) for c in self.playouts()}
+        self._saved_placement = dict(self.placement)
 
     # --- the declarations ---
 
@@ -222,7 +227,9 @@ class BackupManager:
         """Outputs go from home to a backup: a takeover, whether chosen or moved to."""
         self.epoch += 1
         self.placement[playout.name] = backup.name
-        await self._save()
+        not_saved = await self._save_or_roll_back(playout.name, trigger, by, "takeover")
+        if not_saved is not None:
+            return not_saved
         event = {
             "client": playout.name,
             "backup": backup.name,
@@ -234,8 +241,7 @@ class BackupManager:
             "epoch": self.epoch,
         }
         await self._tell_agents(event)
-        self._emit("backup.activated", event)
-        await self._flush()  # the event log has it before the takeover is reported done
+        self._emit("backup.activated", event)  # the event log writes it on its own path
         if transfer.unmatched:
             self._emit(
                 "alarm",
@@ -250,8 +256,12 @@ class BackupManager:
         """An agent follows epoch `seen`, newer than ours: the next decision goes past it."""
         async with self.lock:
             if seen > self.epoch:
-                self.epoch = seen
-                await self._save()
+                before, self.epoch = self.epoch, seen
+                try:
+                    await self._save()
+                except StateNotSaved as error:
+                    self.epoch = before  # caught up with again at the agent's next heartbeat
+                    self._alarm_not_saved("", error)
 
     async def move_to(self, name: str, target: str | None, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs from where they play now to `target` (default: home)."""
@@ -270,7 +280,9 @@ class BackupManager:
                 return await self._activate(playout, to, transfer, trigger, by)
             self.epoch += 1
             self.placement[playout.name] = to.name
-            await self._save()
+            not_saved = await self._save_or_roll_back(playout.name, trigger, by, "move")
+            if not_saved is not None:
+                return not_saved
             outputs = (
                 [*playout.outputs, *playout.live_inputs]
                 if to.name == playout.name
@@ -287,7 +299,6 @@ class BackupManager:
             }
             await self._tell_agents(event)
             self._emit("backup.moved", event)
-            await self._flush()
             where = "back on" if to.name == playout.name else "on"
             return Decision(True, f"{playout.name}'s outputs are {where} {to.name}", self.epoch)
 
@@ -299,8 +310,14 @@ class BackupManager:
                 return Decision(False, refused.message, self.epoch)
             if not self.backups_for(playout):
                 return Decision(False, f"{name} has no backup to switch to", self.epoch)
+            before = dict(self.auto_override)
             self.auto_override[name] = on
-            await self._save()
+            try:
+                await self._save()
+            except StateNotSaved as error:
+                self.auto_override = before
+                self._alarm_not_saved(name, error)
+                return Decision(False, error.message, self.epoch, "state not saved")
             self._emit("backup.auto", client=name, on=on, reason=trigger, by=by)
             state = "on" if on else "off"
             return Decision(True, f"automatic backup for {name} is {state}", self.epoch)
@@ -444,15 +461,32 @@ class BackupManager:
         )
         if refused.reason == "backup busy":
             self._emit("alarm", client=name, alarm="backup busy", message=refused.message)
-        return Decision(False, refused.message, self.epoch)
+        return Decision(False, refused.message, self.epoch, refused.reason)
 
     async def _save(self) -> None:
         if self._store is not None:
             await self._store.save(self.epoch, self.placement, self.auto_override)
 
-    async def _flush(self) -> None:
-        if self._store is not None:
-            await self._store.flush()
+    async def _save_or_roll_back(
+        self, name: str, trigger: str, by: str, action: str
+    ) -> Decision | None:
+        """Save a decision made in memory (epoch and placement changed); if it cannot be
+        saved, undo it in memory, raise the alarm and return the refusal: a takeover is
+        saved and announced, or not done at all."""
+        try:
+            await self._save()
+        except StateNotSaved as error:
+            self.epoch -= 1
+            self.placement[name] = self._saved_placement.get(name, name)
+            self._alarm_not_saved(name, error)
+            return self._refuse(
+                name, Refused("state not saved", error.message), trigger, by, action
+            )
+        self._saved_placement = dict(self.placement)
+        return None
+
+    def _alarm_not_saved(self, name: str, error: StateNotSaved) -> None:
+        self._emit("alarm", client=name, alarm="state not saved", message=error.message)
 
     async def _tell_agents(self, event: dict) -> None:
         if self._announce is not None:

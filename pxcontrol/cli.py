@@ -27,7 +27,7 @@ from pxcontrol.events import Event
 from pxcontrol.loader import DEMO_SHOW, resolve_show_path
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid
-from pxcontrol.state import StateInUse
+from pxcontrol.state import StateInUse, StateUnusable
 
 cli = typer.Typer(
     help="Show control for media-server rigs: client backup, takeover, device actions, OSC.",
@@ -138,7 +138,7 @@ def run(
 
     try:
         director = asyncio.run(main())
-    except (CannotListen, StateInUse) as exc:
+    except (CannotListen, StateInUse, StateUnusable) as exc:
         _error(str(exc))
         raise typer.Exit(1) from None
     if director.supervisor.gave_up is not None:

@@ -210,7 +210,7 @@ class Detector:
             if (
                 w is not going
                 and w.last_heard is not None
-                and (w.state is ClientState.ONLINE or w.state is ClientState.OFFLINE)
+                and (w.state is not ClientState.DRY or w.seen_online)  # seen before a restart
                 and abs(w.last_heard - going.last_heard) <= self.timing.together
                 and now - w.last_heard >= self.timing.late_after
             ):

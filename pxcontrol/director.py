@@ -23,7 +23,7 @@ from pxcontrol.mapping import MappingRunner, mappings_of
 from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import ShowWatcher
-from pxcontrol.state import StateStore
+from pxcontrol.state import REPLAYING, REPORTED, Intent, StateStore
 from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard
 from pxcontrol.supervisor import Death, Supervisor
 from pxcontrol.tasks import cancel_and_wait
@@ -61,7 +61,7 @@ class Director:
             show, self.app.emit, self._client_offline, secret, clock, self._would_take_over
         )
         self.backup: BackupManager | None = None
-        self.mappings = MappingRunner(self.app, mappings_of(show))
+        self.mappings = MappingRunner(self.app, mappings_of(show), self.store)
         self.board = StatusBoard(self)
         self._heartbeat_port = heartbeat_port
         self._osc_port = osc_port
@@ -74,17 +74,22 @@ class Director:
         self._refusal = ""
         self._restored_check: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
+        self._seen: set[str] = set()  # clients seen online, by this run or an earlier one
+        self._recovery: asyncio.Task[None] | None = None
 
     @property
     def show(self):
         return self.loaded.show
 
     async def start(self) -> None:
+        self.store.alarm = self._store_alarm
         saved = await self.store.open()
+        self._seen = set(saved.seen)
         self.app.events.restore(saved.events)
         self.app.events.listen(self.board.listen)
         self.app.events.listen(self._persist)
         self.app.events.listen(self._maybe_retry)
+        self.app.events.listen(self._remember_online)
         self.backup = BackupManager(
             self.show, saved, self.store, self.live.state, self.app.emit, self.live.announce
         )
@@ -99,6 +104,8 @@ class Director:
             await self.live.start(
                 bind, port, self.placement_for, self.backup.epoch, self.supervisor
             )
+            # Seen online before this start: silent from now on is a failure, not "dry".
+            self.live.remember_seen(self._seen & {c.name for c in self.show.clients})
         self.supervisor.start("event loop watch", self.loop_watch.run)
         osc_port = director.osc_port if self._osc_port is None else self._osc_port
         async with _listening(bind, osc_port, "osc_port"):
@@ -123,6 +130,59 @@ class Director:
             self._restored_check = asyncio.get_running_loop().create_task(
                 self._check_restored(moved), name="check restored takeovers"
             )
+        if saved.unfinished:
+            self._recovery = asyncio.get_running_loop().create_task(
+                self._recover(saved.unfinished), name="unconfirmed takeover actions"
+            )
+
+    async def _recover(self, unfinished: list[Intent]) -> None:
+        """Takeovers whose mapped actions never completed before the last stop: say so, and
+        run again, once, those the show marks replay_on_recovery."""
+        for intent in unfinished:
+            mapping = next((m for m in self.mappings.mappings if m.name == intent.mapping), None)
+            replay = (
+                intent.state != REPLAYING
+                and mapping is not None
+                and mapping.decl.replay_on_recovery
+                and [c.action for c in mapping.decl.do] == intent.actions
+            )
+            where = f"the takeover of {intent.client} by {intent.backup} (epoch {intent.epoch})"
+            if intent.kind == "backup.moved":
+                where = f"the move of {intent.client} to {intent.backup} (epoch {intent.epoch})"
+            actions = ", ".join(intent.actions)
+            if replay:
+                then = "they run again now (replay_on_recovery)"
+            elif intent.state == REPLAYING:
+                then = "they were being run again after a restart: not a second time; check them"
+            elif mapping is not None and mapping.decl.replay_on_recovery:
+                then = f"{intent.mapping} changed since: they are not run again; check them"
+            else:
+                then = (
+                    "they are not run again: check them by hand (replay_on_recovery = true "
+                    "on a mapping runs them again, where that is safe)"
+                )
+            self.app.emit(
+                "alarm",
+                client=intent.client,
+                alarm="actions not confirmed",
+                message=f"the director stopped before the actions of {intent.mapping} for "
+                f"{where} were confirmed: {actions}; {then}",
+                backup=intent.backup,
+                epoch=intent.epoch,
+                mapping=intent.mapping,
+                actions=intent.actions,
+                replay=replay,
+            )
+            try:
+                if not replay:
+                    await self.store.finish_intent(intent.id, REPORTED)
+                    continue
+                assert mapping is not None
+                await self.mappings.replay(intent, mapping)
+            except (
+                Exception
+            ) as exc:  # not saved: the alarm above stands, the next start says it again
+                log.error("could not record the recovery of %s: %s", intent.mapping, exc)
 
     async def _check_restored(self, moved: dict[str, str]) -> None:
         """Outputs restored onto a backup that nobody hears: say so, once the backup had
@@ -133,6 +193,8 @@ class Director:
         for playout, backup in moved.items():
             if self.backup.plays_on(playout) != backup:
                 continue  # moved since
+            if self.live.state(backup) is ClientState.OFFLINE:
+                continue  # seen before the restart and silent since: client_offline said so
             if self.live.state(backup) is not ClientState.ONLINE:
                 self.app.emit(
                     "alarm",
@@ -238,6 +300,8 @@ class Director:
         await self.supervisor.stop()
         if self._restored_check is not None:
             self._restored_check.cancel()
+        if self._recovery is not None:
+            await cancel_and_wait([self._recovery])
         await self.web.stop()  # first: open pages hear that the director stops
         if self.watcher is not None:
             await self.watcher.stop()
@@ -332,7 +396,28 @@ class Director:
             task.add_done_callback(self._retries.discard)
 
     def _persist(self, event: Event) -> None:
-        self.store.append(event).add_done_callback(_log_failure)
+        self.store.append(event)  # never waits: the event log has its own path
+
+    def _store_alarm(self, alarm: str, message: str) -> None:
+        self.app.emit("alarm", client="", alarm=alarm, message=message)
+
+    def _remember_online(self, event: Event) -> None:
+        """A client seen online is remembered: after a restart, its silence is a failure."""
+        name = event.fields.get("client")
+        if event.kind != "client.online" or name in self._seen:
+            return
+        self._seen.add(str(name))
+        task = asyncio.get_running_loop().create_task(
+            self._save_seen(set(self._seen)), name="remember clients seen"
+        )
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _save_seen(self, names: set[str]) -> None:
+        try:
+            await self.store.remember_seen(names)
+        except Exception as exc:
+            log.error("could not remember the clients seen online: %s", exc)
 
 
 def _changed_keys(old: BaseModel, new: BaseModel) -> list[str]:
@@ -354,11 +439,6 @@ async def _listening(bind: str, port: int, key: str) -> AsyncIterator[None]:
             f"Another director may be running here: stop it, or give this show another "
             f"director.{key} (or pxcontrol run --{key.replace('_', '-')} N)"
         ) from None
-
-
-def _log_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("could not write the event log: %s", future.exception())
 
 
 async def run_director(

@@ -31,6 +31,9 @@ KINDS: dict[str, str] = {
 }
 
 
+#: Events whose mappings are recorded as intent before they run and as done after.
+TAKEOVER_KINDS = ("backup.activated", "backup.moved")
+
 #: The fields each kind of event carries, besides seq, time and kind.
 FIELDS: dict[str, tuple[str, ...]] = {
     "client.online": ("client", "ip"),

@@ -16,7 +16,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,18 @@ class LiveSystems:
             for name in [n for n in self.clients if n not in names]:
                 del self.clients[name]
                 self.detector.clients.pop(name, None)
+
+    def remember_seen(self, names: Iterable[str], now: float | None = None) -> None:
+        """Clients seen online before the director (re)started: their silence counts from
+        `now` (default: this moment), so one that stays silent goes offline and may be
+        taken over; the startup guard is for clients never seen."""
+        at = self._clock() if now is None else now
+        with self._lock:  # the reading thread judges these clients too
+            for name in names:
+                watch = self.detector.clients.get(name)
+                if watch is not None and watch.last_heard is None:
+                    watch.seen_online = True
+                    watch.last_heard = at
 
     def state(self, name: str) -> ClientState:
         watch = self.detector.clients.get(name)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pxcontrol.catalog import Catalog
-from pxcontrol.events import KINDS, SAMPLES, fields_of
+from pxcontrol.events import KINDS, SAMPLES, TAKEOVER_KINDS, fields_of
 from pxcontrol.loader import Reporter, report_errors, report_validation_error
 from pxcontrol.placeholders import fill, names_in
 from pxcontrol.problems import did_you_mean
@@ -56,6 +56,15 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
                     f"no client is called {name!r}",
                     did_you_mean(name, [c.name for c in show.clients]),
                 )
+        if mapping.replay_on_recovery and not any(
+            fnmatch.fnmatchcase(kind, mapping.on) for kind in TAKEOVER_KINDS
+        ):
+            report.error(
+                ("mappings", i, "replay_on_recovery"),
+                f"replay_on_recovery applies to mappings on a takeover ({', '.join(TAKEOVER_KINDS)}),"
+                f" not on {mapping.on!r}",
+                "remove it, or map the takeover event",
+            )
         fields = fields_of(mapping.on, module_kinds)
         for j, call in enumerate(mapping.do):
             path = ("mappings", i, "do", j)

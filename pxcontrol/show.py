@@ -139,6 +139,12 @@ class MappingDecl(Strict):
     do: Annotated[ActionList, Field(min_length=1)]
     parallel: StrictBool = False
     stop_on_error: StrictBool = False
+    replay_on_recovery: StrictBool = Field(
+        False,
+        description="on backup.activated/backup.moved: if the director stopped before these "
+        "actions were confirmed, run them again, once, when it restarts (safe for a router "
+        "salvo, not for a cue)",
+    )
 
 
 class FeedbackTarget(Strict):

@@ -640,7 +640,8 @@ async def test_open_returns_only_the_most_recent_events_oldest_first(tmp_path: P
     path = tmp_path / "state.sqlite"
     first = StateStore(path)
     await first.open()
-    await asyncio.gather(*(first.append(Event("x", {"n": n}, 1.0, n)) for n in range(1, 11)))
+    for n in range(1, 11):
+        first.append(Event("x", {"n": n}, 1.0, n))
     await first.close()
 
     second = StateStore(path)

@@ -136,7 +136,7 @@ def test_restarting_the_director_keeps_the_takeover_and_the_event_log(pair: Rig)
     done = pair.director.wait_event("mapping.done", event_seq=activated["seq"])
 
     def on_disk(seq: int) -> bool:
-        with sqlite3.connect(pair.state / "state.sqlite") as db:
+        with sqlite3.connect(pair.state / "events.sqlite") as db:
             return db.execute("SELECT 1 FROM events WHERE seq = ?", (seq,)).fetchone() is not None
 
     wait_for(lambda: on_disk(done["seq"]), what="the trace on disk")
@@ -149,7 +149,7 @@ def test_restarting_the_director_keeps_the_takeover_and_the_event_log(pair: Rig)
     director.wait_event("client.online", client="Backup1")
     # Never re-run: no second takeover, no second round of actions.
     assert director.of_kind("backup.activated") == []
-    db = sqlite3.connect(pair.state / "state.sqlite")
+    db = sqlite3.connect(pair.state / "events.sqlite")
     kinds = [k for (k,) in db.execute("SELECT kind FROM events ORDER BY seq")]
     assert kinds.count("backup.activated") == 1
     assert "mapping.done" in kinds and "client.offline" in kinds
