@@ -31,6 +31,7 @@ from pxcontrol.heartbeat import (
     encode,
 )
 from pxcontrol.plugins import hook_order
+from pxcontrol.supervisor import Death, Supervisor
 
 log = logging.getLogger("pxcontrol.agent")
 
@@ -75,20 +76,30 @@ class Agent:
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Notices(self), local_addr=(self.bind or "0.0.0.0", 0), family=family
         )
-        tasks = [
-            loop.create_task(self._send_heartbeats(), name="heartbeats"),
-            loop.create_task(self._measure(), name="performance"),
-            loop.create_task(self._watch_director(), name="director watch"),
-        ]
+        # Nothing the agent runs may stop silently: a task that raises is logged with its
+        # traceback, told as a local `agent.fault` event and started again; one that keeps
+        # failing ends the agent (exit 70) so that its service manager starts a fresh one.
+        given_up = asyncio.Event()
+        self.supervisor = Supervisor(
+            on_death=self._task_died, on_give_up=lambda death: given_up.set()
+        )
+        self.supervisor.start("heartbeats", self._send_heartbeats)
+        self.supervisor.start("performance", self._measure)
+        self.supervisor.start("director watch", self._watch_director)
         if on_ready is not None:
             on_ready(self)
+        stopping = loop.create_task(stop.wait())
+        failing = loop.create_task(given_up.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            stopping.cancel()
+            failing.cancel()
+            await self.supervisor.stop()
             self._transport.close()
+
+    def _task_died(self, death: Death) -> None:
+        self._observe("agent.fault", {"task": death.name, "message": death.message})
 
     @property
     def address(self) -> tuple[str, int]:

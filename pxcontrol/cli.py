@@ -181,7 +181,7 @@ def agent(
         raise typer.Exit(1) from None
     target = director_address(director)
 
-    async def main() -> None:
+    async def main() -> Agent:
         stop = asyncio.Event()
         stop_on_signals(stop)
         client = Agent(name, target, pm, bind=bind, secret=secret, interval=interval)
@@ -193,12 +193,16 @@ def agent(
             out.print(Text.assemble(("agent", "bold"), text, " — Ctrl-C stops it"))
 
         await client.run(stop, on_ready=ready)
+        return client
 
     try:
-        asyncio.run(main())
+        client = asyncio.run(main())
     except OSError as exc:
         _error(f"{exc} (is --bind an address of this machine?)")
         raise typer.Exit(1) from None
+    if client.supervisor.gave_up is not None:
+        _error(f"the agent stopped itself: {client.supervisor.gave_up.message}")
+        raise typer.Exit(EXIT_FAULT)
 
 
 @cli.command()

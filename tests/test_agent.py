@@ -101,6 +101,41 @@ async def _first_warning(agent: Agent, caplog) -> None:
     task.cancel()
 
 
+async def test_an_agent_task_that_raises_is_a_local_event_and_starts_again(monkeypatch):
+    loop = asyncio.get_running_loop()
+    transport, director = await loop.create_datagram_endpoint(
+        Collector, local_addr=("127.0.0.1", 0)
+    )
+    pm, _ = make_plugin_manager()
+    agent = Agent("Playout1", transport.get_extra_info("sockname"), pm, interval=0.02)
+    faults = iter([OSError("psutil: /proc vanished")])
+    real = Agent._read_performance
+
+    def read_once_broken(self):
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return real(self)
+
+    monkeypatch.setattr(Agent, "_read_performance", read_once_broken)
+    stop = asyncio.Event()
+    running = loop.create_task(agent.run(stop))
+    try:
+        await async_wait_for(lambda: agent.events.of_kind("agent.fault"), what="the fault")
+        # Started again: a later reading travels in the heartbeats.
+        await async_wait_for(
+            lambda: any(b.cpu is not None for b in director.beats), what="a reading"
+        )
+    finally:
+        stop.set()
+        await running
+        transport.close()
+    (fault,) = agent.events.of_kind("agent.fault")
+    assert fault.fields["task"] == "performance"
+    assert "OSError: psutil: /proc vanished" in fault.fields["message"]
+    assert agent.supervisor.gave_up is None
+
+
 # --- a director in this process, agents as real processes, a relay on the wire ---
 
 STAGE_SHOW = """
@@ -292,7 +327,8 @@ async def test_a_signed_heartbeat_run_captured_on_the_wire_is_never_heard_after_
         replayer.close()
     assert live.heartbeats == 0
     assert live.drops["unwelcomed"] == len(captured)
-    assert live.state("Playout1") is ClientState.DRY
+    # Seen online before the restart and never heard since: offline (not fooled into online).
+    assert live.state("Playout1") is ClientState.OFFLINE
     assert not [e for e in stage.kinds("client.online") if e.seq > restored]
 
 
