@@ -24,6 +24,8 @@ from pythonosc.osc_message import OscMessage
 
 from pxcontrol.actions import TooManyArguments, arguments_from_list
 from pxcontrol.app import ActionRecord
+from pxcontrol.attempts import Attempts
+from pxcontrol.budgets import Budget, Floods, Rate, power_of_two
 from pxcontrol.events import Event
 from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message, unsupported_type
 from pxcontrol.osc_transport import OscServers, Peer, frame
@@ -39,6 +41,14 @@ PREFIX = "/pxcontrol"
 LEASE = 60.0  # seconds a subscription lasts without renewal
 UNKNOWN = -1.0  # cpu or memory not reported (OSC has no "none" every console reads)
 _NOT_IN_ADDRESS = re.compile(r"[\s#*,/?\[\]{}]")
+
+# Per sender host. A console's fader sends 50 a second, a busy show a few hundred;
+# a script gone wrong sends tens of thousands. Backup commands and the rest have a
+# budget of their own, so a flood of actions never holds up a takeover or a ping.
+# /pxcontrol/action and unknown addresses: [osc] action_rate and action_burst (2000/s, 500)
+COMMANDS = Rate(burst=200, per_second=500)  # backup/*, ping, connect, status, (un)subscribe
+REFUSALS = Rate(burst=20, per_second=50)  # "rate limited" answers; past this, no answer
+FLOOD_QUIET = 5.0  # seconds without a refusal that end a flood episode (one alarm each)
 
 
 def build(address: str, *args: Any) -> bytes:
@@ -109,6 +119,13 @@ class OscBridge:
             f"{PREFIX}/action": self._action,
         }
         self._open = {f"{PREFIX}/ping", f"{PREFIX}/connect"}  # no passcode needed
+        self._priority = set(self._commands) - {f"{PREFIX}/action"}  # on the COMMANDS budget
+        self._actions_budget = Budget(Rate(500, 2000.0), clock)
+        self._action_settings: object = None  # the show's [osc] the budget was set from
+        self._commands_budget = Budget(COMMANDS, clock)
+        self._refusals_budget = Budget(REFUSALS, clock)
+        self.floods = Floods(FLOOD_QUIET, clock)
+        self.passcodes = Attempts("passcode", log, clock)
         self._pong = build(f"{PREFIX}/pong")
         self._done: dict[str, bytes] = {}
 
@@ -162,6 +179,17 @@ class OscBridge:
     def _handle(self, message: OscMessage, peer: Peer) -> None:
         address = message.address
         command = self._commands.get(address)
+        if address in self._priority:
+            budget = self._commands_budget
+        else:
+            budget = self._actions_budget
+            settings = self.director.show.osc
+            if settings is not self._action_settings:  # a reload may change the rate
+                budget.rate = Rate(settings.action_burst, settings.action_rate)
+                self._action_settings = settings
+        if not budget.take(peer.host):
+            self._rate_limited(peer, address, budget.rate)
+            return
         if command is None:
             self.counts["unknown_address"] += 1
             self._reply(
@@ -202,6 +230,39 @@ class OscBridge:
                 "OSC from %s refused: not in director.allow (%d refused so far)", peer.host, count
             )
         return False
+
+    def _rate_limited(self, peer: Peer, address: str, rate: Rate) -> None:
+        """Counted; answered while the answers themselves stay within REFUSALS; one alarm
+        per flood episode, a log line at powers of two of what the episode refused."""
+        self.counts["rate_limited"] += 1
+        host = peer.host
+        episode, new = self.floods.refused(host)
+        what = "commands" if rate is COMMANDS else "actions"
+        if new:
+            message = (
+                f"OSC flood from {host}: more than {rate.per_second:g} {what}/s (burst "
+                f"{rate.burst:g}); the excess is refused until it slows down"
+            )
+            log.warning("%s", message)
+            self.director.app.emit(
+                "alarm", client="", alarm="osc flood", host=host, message=message
+            )
+        elif power_of_two(episode.refused):
+            log.warning(
+                "OSC flood from %s: %d message(s) refused since it began %.1f s ago",
+                host,
+                episode.refused,
+                episode.last - episode.began,
+            )
+        if self._refusals_budget.take(host):
+            self._reply(
+                peer,
+                address,
+                error=f"rate limited: more than {rate.per_second:g} {what}/s from {host}; "
+                "slow down",
+            )
+        else:
+            self.counts["rate_limited_unanswered"] += 1
 
     def _locked(self, peer: Peer) -> bool:
         passcode = self.director.show.director.passcode
@@ -259,8 +320,17 @@ class OscBridge:
     def _connect(self, message: OscMessage, peer: Peer) -> None:
         passcode = self.director.show.director.passcode
         given = message.params[0] if message.params else None
-        if passcode and str(given) != passcode:
-            raise CommandError("badpass")
+        if passcode:
+            refusal = self.passcodes.refusal(peer.host)
+            if refusal is not None:  # heard by nobody, the right passcode neither
+                self.counts["passcode_waits"] += 1
+                if power_of_two(self.passcodes.refused):
+                    log.warning("OSC %s (%d refused so far)", refusal, self.passcodes.refused)
+                raise CommandError(refusal)
+            if str(given) != passcode:
+                self.passcodes.failed(peer.host)
+                raise CommandError("badpass")
+            self.passcodes.succeeded(peer.host)
         self.unlocked[peer.host] = passcode or ""
         self._reply(peer, message.address, ok="connected")
 
