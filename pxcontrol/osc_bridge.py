@@ -97,7 +97,7 @@ class Subscription:
 class OscBridge:
     def __init__(self, director: Director, clock: Callable[[], float] = time.monotonic) -> None:
         self.director = director
-        self.servers = OscServers(self.handle_packet, self._connection_closed)
+        self.servers = OscServers(self.handle_packet, self._connection_closed, self._subscribed)
         self.counts: Counter[str] = Counter()
         self.subscriptions: dict[tuple[str, str, int], Subscription] = {}
         self.unlocked: dict[str, str] = {}  # host → the passcode it unlocked with
@@ -443,6 +443,9 @@ class OscBridge:
         self._reply(peer, message.address, ok=f"{len(gone)} subscription(s) ended")
         for key in gone:
             del self.subscriptions[key]
+
+    def _subscribed(self, peer: Peer) -> bool:
+        return ("tcp", peer.host, peer.port) in self.subscriptions
 
     def _connection_closed(self, peer: Peer) -> None:
         self.subscriptions.pop(("tcp", peer.host, peer.port), None)
