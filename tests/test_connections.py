@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import select
@@ -11,15 +12,19 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from pxcontrol.attempts import FREE, WAIT, Attempts
 from pxcontrol.director import Director
 from pxcontrol.osc_bridge import build
 from pxcontrol.processes import Process, wait_for
 from pxcontrol.testing import Rig
+from pxcontrol.web.access import COOKIE
 
 from .conftest import async_wait_for
 from .test_osc_bridge import Console, start
+from .test_osc_limits import Clock
 
 FLOOD = 1100  # idle connections, more than a default RLIMIT_NOFILE of 1024
 FLOOD_HOSTS = [f"127.0.0.{100 + i}" for i in range(110)]  # 10 each: the bound in all is hit
@@ -272,3 +277,35 @@ def _director_with_1024_descriptors(rig: Rig) -> Process:
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(2 * FLOOD + 500, hard)), hard))
     return director
+
+
+# --- wrong tokens on the page ---
+
+
+async def test_token_guessing_waits_longer_each_time_and_the_right_one_works_after(tmp_path):
+    director = await start(tmp_path, 'token = "sesame"')
+    clock = Clock()
+    director.web.access.attempts = Attempts("token", logging.getLogger("pxcontrol.web"), clock)
+    url = f"http://127.0.0.1:{director.web.port}/api/status"
+
+    async def get(token: str | None = None, cookie: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        cookies = {COOKIE: cookie} if cookie else {}
+        async with httpx.AsyncClient(cookies=cookies, timeout=5) as client:
+            return await client.get(url, headers=headers)
+
+    try:
+        for _ in range(FREE):
+            assert (await get("guess")).status_code == 403
+        refused = await get("sesame")  # the right one is not heard while the host waits
+        assert refused.status_code == 429
+        assert refused.json()["message"] == "too many wrong tokens from 127.0.0.1: try again in 2 s"
+        assert (await get(cookie=director.web.access.session)).status_code == 200  # a session
+        clock.now += WAIT
+        assert (await get("guess")).status_code == 403
+        assert (await get("sesame")).json()["message"].endswith("try again in 4 s")
+        clock.now += 4
+        assert (await get("sesame")).status_code == 200
+        assert (await get("guess")).status_code == 403  # a fresh count after the right one
+    finally:
+        await director.stop()
