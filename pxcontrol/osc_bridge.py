@@ -45,8 +45,9 @@ _NOT_IN_ADDRESS = re.compile(r"[\s#*,/?\[\]{}]")
 # Per sender host. A console's fader sends 50 a second, a busy show a few hundred;
 # a script gone wrong sends tens of thousands. Backup commands and the rest have a
 # budget of their own, so a flood of actions never holds up a takeover or a ping.
-# /pxcontrol/action and unknown addresses: [osc] action_rate and action_burst (2000/s, 500)
-COMMANDS = Rate(burst=200, per_second=500)  # backup/*, ping, connect, status, (un)subscribe
+# Actions (/pxcontrol/action and unknown addresses): [osc] action_rate, action_burst (2000/s,
+# 500); commands (backup/*, ping, connect, status, (un)subscribe): command_rate, command_burst
+# (500/s, 200).
 REFUSALS = Rate(burst=20, per_second=50)  # "rate limited" answers; past this, no answer
 FLOOD_QUIET = 5.0  # seconds without a refusal that end a flood episode (one alarm each)
 
@@ -119,10 +120,10 @@ class OscBridge:
             f"{PREFIX}/action": self._action,
         }
         self._open = {f"{PREFIX}/ping", f"{PREFIX}/connect"}  # no passcode needed
-        self._priority = set(self._commands) - {f"{PREFIX}/action"}  # on the COMMANDS budget
+        self._priority = set(self._commands) - {f"{PREFIX}/action"}  # on the commands budget
         self._actions_budget = Budget(Rate(500, 2000.0), clock)
-        self._action_settings: object = None  # the show's [osc] the budget was set from
-        self._commands_budget = Budget(COMMANDS, clock)
+        self._budget_settings: object = None  # the show's [osc] the budgets were set from
+        self._commands_budget = Budget(Rate(200, 500.0), clock)
         self._refusals_budget = Budget(REFUSALS, clock)
         self.floods = Floods(FLOOD_QUIET, clock)
         self.passcodes = Attempts("passcode", log, clock)
@@ -179,14 +180,15 @@ class OscBridge:
     def _handle(self, message: OscMessage, peer: Peer) -> None:
         address = message.address
         command = self._commands.get(address)
+        settings = self.director.show.osc
+        if settings is not self._budget_settings:  # a reload may change the rates
+            self._actions_budget.rate = Rate(settings.action_burst, settings.action_rate)
+            self._commands_budget.rate = Rate(settings.command_burst, settings.command_rate)
+            self._budget_settings = settings
         if address in self._priority:
             budget = self._commands_budget
         else:
             budget = self._actions_budget
-            settings = self.director.show.osc
-            if settings is not self._action_settings:  # a reload may change the rate
-                budget.rate = Rate(settings.action_burst, settings.action_rate)
-                self._action_settings = settings
         if not budget.take(peer.host):
             self._rate_limited(peer, address, budget.rate)
             return
@@ -237,7 +239,7 @@ class OscBridge:
         self.counts["rate_limited"] += 1
         host = peer.host
         episode, new = self.floods.refused(host)
-        what = "commands" if rate is COMMANDS else "actions"
+        what = "commands" if rate is self._commands_budget.rate else "actions"
         if new:
             message = (
                 f"OSC flood from {host}: more than {rate.per_second:g} {what}/s (burst "

@@ -162,6 +162,12 @@ class OscSettings(Strict):
     action_burst: Annotated[int, Field(ge=1)] = Field(
         500, description="/pxcontrol/action messages one sender host may send at once"
     )
+    command_rate: Annotated[float, Field(gt=0)] = Field(
+        500.0, description="other commands (backup, ping, status …) a second per sender host"
+    )
+    command_burst: Annotated[int, Field(ge=1)] = Field(
+        200, description="other commands one sender host may send at once"
+    )
 
 
 class ShowFile(Strict):

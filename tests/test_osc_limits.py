@@ -11,7 +11,7 @@ from pythonosc.osc_message import OscMessage
 
 from pxcontrol.attempts import FREE, LONGEST, WAIT
 from pxcontrol.director import Director
-from pxcontrol.osc_bridge import COMMANDS, FLOOD_QUIET, REFUSALS, OscBridge, build
+from pxcontrol.osc_bridge import FLOOD_QUIET, REFUSALS, OscBridge, build
 from pxcontrol.osc_transport import Peer
 
 from .conftest import async_wait_for
@@ -118,9 +118,10 @@ async def test_a_ping_flood_is_bounded_too(director: Director):
     clock = Clock()
     bridge = OscBridge(director, clock)
     console = Heard()
-    for _ in range(int(COMMANDS.burst) + 10):
+    burst = director.show.osc.command_burst
+    for _ in range(burst + 10):
         bridge.handle_packet(build("/pxcontrol/ping"), console.peer)
-    assert len(console.at("/pxcontrol/pong")) == COMMANDS.burst
+    assert len(console.at("/pxcontrol/pong")) == burst
     assert console.at("/pxcontrol/reply/pxcontrol/ping")[0] == [
         "error",
         "rate limited: more than 500 commands/s from 127.0.0.1; slow down",
