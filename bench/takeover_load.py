@@ -2,7 +2,7 @@
 
     python bench/takeover_load.py                          # N = 0, 2000, 8000 actions/s, 20 runs each
     python bench/takeover_load.py --rates 0,8000 --runs 40
-    python bench/takeover_load.py --profile default        # offline_after 0.5 s instead of 0.1 s
+    python bench/takeover_load.py --profile fast           # offline_after 0.1 s instead of 0.5 s
     python bench/takeover_load.py --action-rate 100000     # the show lifts the per-host action limit
 
 For each rate N, one real director (`pxcontrol run --json-events`, via
@@ -267,11 +267,32 @@ def one_run(rig: Rig, watcher: Watcher, interval: float) -> float:
         watcher.send("/pxcontrol/backup/move", "Playout1")
         wait_for(lambda: watcher.after(t, 0), 10, "Playout1's outputs back home")
     time.sleep(0.3 + random.uniform(0, interval))  # kill at a random phase of the heartbeats
+    # A run counts only if both clients are online as the kill lands: on a loaded machine an
+    # agent can stall past offline_after (the fast profile's 0.1 s) and a backup that is
+    # offline takes over nothing; that is the machine, not the director.
+    for name in ("Playout1", "Backup1"):
+        if _state(director, name) != "client.online":
+            raise AssertionError(f"{name} is not online before the kill (an agent stalled)")
+    seq = max((e.get("seq", 0) for e in director.events), default=0)
     t0 = time.monotonic()
     playout.proc.send_signal(signal.SIGKILL)
-    t1 = wait_for(lambda: watcher.after(t0, 1), 10, "the takeover push")
+    try:
+        t1 = wait_for(lambda: watcher.after(t0, 1), 10, "the takeover push")
+    except AssertionError:
+        said = [
+            f"{e['kind']} {e.get('client', '')} {e.get('message', e.get('reason', ''))}"
+            for e in director.events
+            if e.get("seq", 0) > seq and e["kind"] not in ("mapping.done",)
+        ]
+        raise AssertionError(f"no takeover push; the director said: {said[:6]}") from None
     playout.proc.wait(5)
     return t1 - t0
+
+
+def _state(director, name: str) -> str:
+    kinds = ("client.online", "client.offline")
+    changes = [e["kind"] for e in director.events if e["kind"] in kinds and e.get("client") == name]
+    return changes[-1] if changes else ""
 
 
 def report(results: list[Result], profile: str, action_rate: float) -> None:
@@ -310,7 +331,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="0,2000,8000", help="actions/s, comma-separated")
     parser.add_argument("--runs", type=int, default=20, help="takeovers per rate")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="fast")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
     parser.add_argument(
         "--action-rate", type=float, default=2000.0, help="the show's [osc] action_rate"
     )
