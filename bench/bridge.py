@@ -38,6 +38,13 @@ from pxcontrol.osc_bridge import build
 from pxcontrol.osc_transport import Peer
 
 SHOW = """
+# The bridge's own speed: the per-sender budgets (docs/osc.md) lifted out of the way.
+[osc]
+action_rate = 1e9
+action_burst = 1000000000
+command_rate = 1e9
+command_burst = 1000000000
+
 [modules.Dev]
 type = "noop"
 """

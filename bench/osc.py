@@ -89,6 +89,13 @@ SHOW = """
 heartbeat_port = {heartbeat_port}
 osc_port = {osc_port}
 
+# The bridge's own speed: the per-sender budgets (docs/osc.md) lifted out of the way.
+[osc]
+action_rate = 1e9
+action_burst = 1000000000
+command_rate = 1e9
+command_burst = 1000000000
+
 [modules.Dev]
 type = "noop"
 

@@ -25,6 +25,7 @@ from pxcontrol.catalog import Catalog
 from pxcontrol.director import CannotListen, Director, run_director, stop_on_signals
 from pxcontrol.events import Event
 from pxcontrol.loader import DEMO_SHOW, resolve_show_path
+from pxcontrol.output import Output
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid
 from pxcontrol.state import StateInUse, StateUnusable
@@ -118,6 +119,7 @@ def run(
         _warning(f"no show.toml in {Path.cwd()}: running the built-in demo show")
     loaded = _load_or_exit(path)
     _print_problems(loaded.warnings)
+    outputs = _never_block()
 
     async def main() -> Director:
         stop = asyncio.Event()
@@ -141,6 +143,8 @@ def run(
     except (CannotListen, StateInUse, StateUnusable) as exc:
         _error(str(exc))
         raise typer.Exit(1) from None
+    finally:
+        _close(outputs)
     if director.supervisor.gave_up is not None:
         # Past saving in this process: a service manager (systemd, a Windows service)
         # starts a fresh director on the same state.
@@ -180,6 +184,7 @@ def agent(
         _error(f"cannot read the secret file: {exc}")
         raise typer.Exit(1) from None
     target = director_address(director)
+    outputs = _never_block()
 
     async def main() -> Agent:
         stop = asyncio.Event()
@@ -200,6 +205,8 @@ def agent(
     except OSError as exc:
         _error(f"{exc} (is --bind an address of this machine?)")
         raise typer.Exit(1) from None
+    finally:
+        _close(outputs)
     if client.supervisor.gave_up is not None:
         _error(f"the agent stopped itself: {client.supervisor.gave_up.message}")
         raise typer.Exit(EXIT_FAULT)
@@ -626,8 +633,41 @@ def type_text(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _never_block() -> list[Output]:
+    """From here on, stdout and stderr (events, messages, the log) are written by threads:
+    a paused terminal or an unread pipe loses lines, counted, but never stops the loop."""
+    try:
+        fds = sys.stdout.fileno(), sys.stderr.fileno()
+    except (OSError, ValueError):  # captured in-process (a test's CliRunner): nothing to block
+        return []
+    outputs = [Output(fds[0], name="stdout"), Output(fds[1], name="stderr")]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out.file, err.file = outputs
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RichHandler):
+            handler.console.file = outputs[1]
+        elif isinstance(handler, logging.StreamHandler):
+            handler.setStream(outputs[1])  # type: ignore[arg-type]
+    return outputs
+
+
+def _close(outputs: list[Output]) -> None:
+    """Write what waits, a second at most each: a reader that never comes must not hang the exit."""
+    if not outputs:
+        return
+    for output in outputs:
+        output.close(1.0)
+    out.file = err.file = None  # type: ignore[assignment]  # back to sys.stdout and sys.stderr
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RichHandler):
+            handler.console.file = None  # type: ignore[assignment]
+        elif isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+
+
 def _print_json_event(event: Event) -> None:
-    print(json.dumps(event.as_dict(), default=str), flush=True)
+    out.file.write(json.dumps(event.as_dict(), default=str) + "\n")
 
 
 def _print_event(event: Event) -> None:

@@ -24,6 +24,8 @@ from pythonosc.osc_message import OscMessage
 
 from pxcontrol.actions import TooManyArguments, arguments_from_list
 from pxcontrol.app import ActionRecord
+from pxcontrol.attempts import Attempts
+from pxcontrol.budgets import Budget, Floods, Rate, power_of_two
 from pxcontrol.events import Event
 from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message, unsupported_type
 from pxcontrol.osc_transport import OscServers, Peer, frame
@@ -43,6 +45,15 @@ UNKNOWN = -1.0  # cpu or memory not reported (OSC has no "none" every console re
 STATUS_BURST = 64
 STATUS_PAUSE = 0.01  # seconds between bursts: 6,400 messages a second, 500 clients in 80 ms
 _NOT_IN_ADDRESS = re.compile(r"[\s#*,/?\[\]{}]")
+
+# Per sender host. A console's fader sends 50 a second, a busy show a few hundred;
+# a script gone wrong sends tens of thousands. Backup commands and the rest have a
+# budget of their own, so a flood of actions never holds up a takeover or a ping.
+# Actions (/pxcontrol/action and unknown addresses): [osc] action_rate, action_burst (2000/s,
+# 500); commands (backup/*, ping, connect, status, (un)subscribe): command_rate, command_burst
+# (500/s, 200).
+REFUSALS = Rate(burst=20, per_second=50)  # "rate limited" answers; past this, no answer
+FLOOD_QUIET = 5.0  # seconds without a refusal that end a flood episode (one alarm each)
 
 
 def build(address: str, *args: Any) -> bytes:
@@ -99,7 +110,7 @@ class Subscription:
 class OscBridge:
     def __init__(self, director: Director, clock: Callable[[], float] = time.monotonic) -> None:
         self.director = director
-        self.servers = OscServers(self.handle_packet, self._connection_closed)
+        self.servers = OscServers(self.handle_packet, self._connection_closed, self._subscribed)
         self.counts: Counter[str] = Counter()
         self.subscriptions: dict[tuple[str, str, int], Subscription] = {}
         self.unlocked: dict[str, str] = {}  # host → the passcode it unlocked with
@@ -121,6 +132,13 @@ class OscBridge:
             f"{PREFIX}/action": self._action,
         }
         self._open = {f"{PREFIX}/ping", f"{PREFIX}/connect"}  # no passcode needed
+        self._priority = set(self._commands) - {f"{PREFIX}/action"}  # on the commands budget
+        self._actions_budget = Budget(Rate(500, 2000.0), clock)
+        self._budget_settings: object = None  # the show's [osc] the budgets were set from
+        self._commands_budget = Budget(Rate(200, 500.0), clock)
+        self._refusals_budget = Budget(REFUSALS, clock)
+        self.floods = Floods(FLOOD_QUIET, clock)
+        self.passcodes = Attempts("passcode", log, clock)
         self._pong = build(f"{PREFIX}/pong")
         self._done: dict[str, bytes] = {}
         self._status_sending: set[tuple[str, str, int]] = set()  # paced answers under way
@@ -176,6 +194,18 @@ class OscBridge:
     def _handle(self, message: OscMessage, peer: Peer) -> None:
         address = message.address
         command = self._commands.get(address)
+        settings = self.director.show.osc
+        if settings is not self._budget_settings:  # a reload may change the rates
+            self._actions_budget.rate = Rate(settings.action_burst, settings.action_rate)
+            self._commands_budget.rate = Rate(settings.command_burst, settings.command_rate)
+            self._budget_settings = settings
+        if address in self._priority:
+            budget = self._commands_budget
+        else:
+            budget = self._actions_budget
+        if not budget.take(peer.host):
+            self._rate_limited(peer, address, budget.rate)
+            return
         if command is None:
             self.counts["unknown_address"] += 1
             self._reply(
@@ -218,6 +248,39 @@ class OscBridge:
                 "OSC from %s refused: not in director.allow (%d refused so far)", peer.host, count
             )
         return False
+
+    def _rate_limited(self, peer: Peer, address: str, rate: Rate) -> None:
+        """Counted; answered while the answers themselves stay within REFUSALS; one alarm
+        per flood episode, a log line at powers of two of what the episode refused."""
+        self.counts["rate_limited"] += 1
+        host = peer.host
+        episode, new = self.floods.refused(host)
+        what = "commands" if rate is self._commands_budget.rate else "actions"
+        if new:
+            message = (
+                f"OSC flood from {host}: more than {rate.per_second:g} {what}/s (burst "
+                f"{rate.burst:g}); the excess is refused until it slows down"
+            )
+            log.warning("%s", message)
+            self.director.app.emit(
+                "alarm", client="", alarm="osc flood", host=host, message=message
+            )
+        elif power_of_two(episode.refused):
+            log.warning(
+                "OSC flood from %s: %d message(s) refused since it began %.1f s ago",
+                host,
+                episode.refused,
+                episode.last - episode.began,
+            )
+        if self._refusals_budget.take(host):
+            self._reply(
+                peer,
+                address,
+                error=f"rate limited: more than {rate.per_second:g} {what}/s from {host}; "
+                "slow down",
+            )
+        else:
+            self.counts["rate_limited_unanswered"] += 1
 
     def _locked(self, peer: Peer) -> bool:
         passcode = self.director.show.director.passcode
@@ -276,8 +339,17 @@ class OscBridge:
     def _connect(self, message: OscMessage, peer: Peer) -> None:
         passcode = self.director.show.director.passcode
         given = message.params[0] if message.params else None
-        if passcode and str(given) != passcode:
-            raise CommandError("badpass")
+        if passcode:
+            refusal = self.passcodes.refusal(peer.host)
+            if refusal is not None:  # heard by nobody, the right passcode neither
+                self.counts["passcode_waits"] += 1
+                if power_of_two(self.passcodes.refused):
+                    log.warning("OSC %s (%d refused so far)", refusal, self.passcodes.refused)
+                raise CommandError(refusal)
+            if str(given) != passcode:
+                self.passcodes.failed(peer.host)
+                raise CommandError("badpass")
+            self.passcodes.succeeded(peer.host)
         self.unlocked[peer.host] = passcode or ""
         self._reply(peer, message.address, ok="connected")
 
@@ -481,6 +553,9 @@ class OscBridge:
         self._reply(peer, message.address, ok=f"{len(gone)} subscription(s) ended")
         for key in gone:
             del self.subscriptions[key]
+
+    def _subscribed(self, peer: Peer) -> bool:
+        return ("tcp", peer.host, peer.port) in self.subscriptions
 
     def _connection_closed(self, peer: Peer) -> None:
         self.subscriptions.pop(("tcp", peer.host, peer.port), None)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pxcontrol.budgets import power_of_two
 from pxcontrol.datagrams import Address, DatagramSocket
 
 log = logging.getLogger("pxcontrol.osc")
@@ -25,6 +28,16 @@ END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 MAX_PACKET = 65_536  # a TCP frame longer than this is garbage, not a console
 RECEIVE_BUFFER = 4 * 1024 * 1024
 Framing = Literal["slip", "length"]
+
+# TCP connections are file descriptors, and the director's router module needs some
+# too: a bound in all and per host; connections that send nothing are closed.
+TCP_TOTAL = 128  # OSC TCP connections open at once
+TCP_PER_HOST = 16  # from one sender host
+FIRST_PACKET = 10.0  # seconds: a new connection must send a whole OSC packet by then
+INCOMPLETE = 10.0  # seconds: a frame begun must be whole by then
+IDLE = 600.0  # seconds without a packet: closed, unless it holds a subscription
+SWEEP = 1.0  # seconds between looks at every connection's timers
+BACKLOG = 64  # connections accepted at each wake-up before they are judged
 
 
 def raise_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER) -> int:
@@ -135,18 +148,25 @@ class _UdpPeers:
 
 
 class _TcpConnection(asyncio.Protocol):
-    def __init__(self, handle: Handler, on_close: Callable[[Peer], None]) -> None:
-        self.handle = handle
-        self.on_close = on_close
+    def __init__(self, servers: OscServers) -> None:
+        self.servers = servers
+        self.handle = servers.handle
         self.decoder: SlipDecoder | LengthDecoder | None = None
         self.framing: Framing = "slip"
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
+        self.admitted = False
+        self.opened = self.last_packet = self.partial_since = 0.0
+        self.packets = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer("tcp", host, port, self._send)
+        self.opened = self.servers.clock()
+        self.admitted = self.servers.admit(self)
+        if not self.admitted:
+            transport.abort()  # the descriptor is free at once
 
     def _send(self, packet: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -165,34 +185,123 @@ class _TcpConnection(asyncio.Protocol):
             log.warning("OSC TCP %s:%s: %s; closing", self.peer.host, self.peer.port, exc)
             self.transport.close()
             return
+        now = self.servers.clock()
+        if packets:
+            self.last_packet = now
+            self.packets += len(packets)
+        if not self.decoder.buffer:
+            self.partial_since = 0.0
+        elif packets or not self.partial_since:
+            self.partial_since = now  # a new frame has begun
         for packet in packets:
             self.handle(packet, self.peer)
 
+    def overdue(self, now: float) -> str | None:
+        """Why this connection should be closed now, or None."""
+        if not self.packets and now - self.opened > self.servers.first_packet:
+            return f"no OSC packet within {self.servers.first_packet:g} s of connecting"
+        if self.partial_since and now - self.partial_since > self.servers.incomplete:
+            return f"a frame begun did not end within {self.servers.incomplete:g} s"
+        if self.packets and now - self.last_packet > self.servers.idle:
+            assert self.peer is not None
+            if not self.servers.keep_open(self.peer):
+                return f"no OSC packet for {self.servers.idle:g} s and no subscription"
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None:
-            self.on_close(self.peer)
+        if self.peer is not None and self.admitted:
+            self.servers.closed(self)
         self.transport = None
 
 
 class OscServers:
-    """A UDP socket and a TCP listener on the same port; every packet goes to `handle`."""
+    """A UDP socket and a TCP listener on the same port; every packet goes to `handle`.
 
-    def __init__(self, handle: Handler, on_close: Callable[[Peer], None]) -> None:
+    TCP connections are bounded (TCP_TOTAL, TCP_PER_HOST: one past the bound is
+    closed as it comes) and timed (FIRST_PACKET, INCOMPLETE, IDLE); each refusal
+    and each close is counted in `counts` and logged at powers of two.
+    """
+
+    def __init__(
+        self,
+        handle: Handler,
+        on_close: Callable[[Peer], None],
+        keep_open: Callable[[Peer], bool] = lambda peer: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.handle = handle
         self.on_close = on_close
+        self.keep_open = keep_open  # an idle connection that must stay (it holds a subscription)
+        self.clock = clock
         self.udp: DatagramSocket | None = None
         self.tcp: asyncio.Server | None = None
         self.connections: set[_TcpConnection] = set()
+        self.per_host: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
         self.receive_buffer = 0
+        self.total, self.per_host_limit = TCP_TOTAL, TCP_PER_HOST
+        self.first_packet, self.incomplete, self.idle = FIRST_PACKET, INCOMPLETE, IDLE
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _connection(self) -> _TcpConnection:
-        connection = _TcpConnection(self.handle, self._closed)
-        self.connections.add(connection)
-        return connection
+        return _TcpConnection(self)
 
-    def _closed(self, peer: Peer) -> None:
-        self.connections = {c for c in self.connections if c.peer is not peer}
-        self.on_close(peer)
+    def admit(self, connection: _TcpConnection) -> bool:
+        assert connection.peer is not None
+        host = connection.peer.host
+        if len(self.connections) >= self.total or self.per_host[host] >= self.per_host_limit:
+            self.counts["tcp_refused"] += 1
+            count = self.counts["tcp_refused"]
+            if power_of_two(count):
+                log.warning(
+                    "OSC TCP connection from %s refused: %d open from that host (at most %d), "
+                    "%d in all (at most %d); %d refused so far",
+                    host,
+                    self.per_host[host],
+                    self.per_host_limit,
+                    len(self.connections),
+                    self.total,
+                    count,
+                )
+            return False
+        self.connections.add(connection)
+        self.per_host[host] += 1
+        return True
+
+    def closed(self, connection: _TcpConnection) -> None:
+        assert connection.peer is not None
+        self.connections.discard(connection)
+        host = connection.peer.host
+        self.per_host[host] -= 1
+        if self.per_host[host] <= 0:
+            del self.per_host[host]
+        self.on_close(connection.peer)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Close every connection that overstayed a timer."""
+        now = self.clock()
+        for connection in list(self.connections):
+            why = connection.overdue(now)
+            if why is None or connection.transport is None:
+                continue
+            assert connection.peer is not None
+            self.counts["tcp_timed_out"] += 1
+            count = self.counts["tcp_timed_out"]
+            level = logging.WARNING if power_of_two(count) else logging.DEBUG
+            log.log(
+                level,
+                "OSC TCP %s:%s closed: %s (%d closed so far)",
+                connection.peer.host,
+                connection.peer.port,
+                why,
+                count,
+            )
+            connection.transport.abort()
 
     async def start(self, bind: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -208,6 +317,7 @@ class OscServers:
                     chosen,
                     family=family,
                     reuse_address=True,
+                    backlog=BACKLOG,
                 )
             except OSError:
                 sock.close()
@@ -218,10 +328,13 @@ class OscServers:
             peers = _UdpPeers(self.handle)
             self.udp = peers.socket = DatagramSocket(sock, peers.received)
             self.udp.start()
+            self._sweeper = loop.create_task(self._sweep(), name="osc tcp timers")
             return chosen
         raise OSError("no port free for both UDP and TCP")
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:

@@ -161,6 +161,19 @@ class FeedbackTarget(Strict):
 
 class OscSettings(Strict):
     feedback: list[FeedbackTarget] = Field([], description="permanent receivers of pushes")
+    action_rate: Annotated[float, Field(gt=0)] = Field(
+        2000.0,
+        description="/pxcontrol/action messages a second one sender host may send, sustained",
+    )
+    action_burst: Annotated[int, Field(ge=1)] = Field(
+        500, description="/pxcontrol/action messages one sender host may send at once"
+    )
+    command_rate: Annotated[float, Field(gt=0)] = Field(
+        500.0, description="other commands (backup, ping, status …) a second per sender host"
+    )
+    command_burst: Annotated[int, Field(ge=1)] = Field(
+        200, description="other commands one sender host may send at once"
+    )
 
 
 class ShowFile(Strict):

@@ -215,7 +215,7 @@ async def test_an_impulse_is_no_value(director: Director):
 
 
 async def test_a_flood_from_one_sender_does_not_silence_the_others(director: Director, console):
-    flood, other = console(), console()
+    flood, other = console(), console("127.0.0.2")  # another host: each has its own budget
     ping, garbage = build("/pxcontrol/ping"), b"\x00garbage"
     stop = threading.Event()
 

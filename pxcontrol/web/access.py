@@ -9,6 +9,10 @@ anything else), and only requests naming a loopback host are answered, so a
 web site cannot reach the page through a DNS name pointed at 127.0.0.1.
 Buttons and the websocket also refuse a foreign `Origin`: another site in
 the operator's browser must not press them.
+
+Wrong tokens are counted per host (pxcontrol/attempts.py): after a few, a host
+that offers a token is answered 429 for a growing time, the right token too; a
+browser that already holds the session cookie is not held up.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from urllib.parse import urlencode
@@ -24,6 +31,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pxcontrol.attempts import Attempts
+
+log = logging.getLogger("pxcontrol.web")
+
 COOKIE = "pxcontrol_session"
 POLICY_VIOLATION = 1008  # the websocket close code for "token required" / "wrong token"
 LOOPBACK_NAMES = ("localhost", "localhost.")
@@ -31,13 +42,14 @@ LOOPBACK_NAMES = ("localhost", "localhost.")
 
 @dataclass(frozen=True)
 class Refusal:
-    status: int  # 401 no token, 403 a wrong one or a foreign origin
+    status: int  # 401 no token, 403 a wrong one or a foreign origin, 429 too many wrong ones
     message: str
 
 
 class Access:
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.token = token or None
+        self.attempts = Attempts("token", log, clock)
         self.session = (
             hmac.new(self.token.encode(), b"pxcontrol web session", hashlib.sha256).hexdigest()
             if self.token
@@ -50,11 +62,18 @@ class Access:
             if not _loopback_host(conn.headers.get("host", "")):
                 return Refusal(403, "this page answers only on a loopback address")
         else:
+            host = conn.client.host if conn.client else ""
+            offered = _offers_token(conn)
+            if offered and (wait := self.attempts.refusal(host)) is not None:
+                return Refusal(429, wait)  # not even looked at: guessing waits
             given = self._given(conn)
             if given is None:
                 return Refusal(401, "token required")
             if not given:
+                self.attempts.failed(host)
                 return Refusal(403, "wrong token")
+            if offered:
+                self.attempts.succeeded(host)
         if changes_state and not _same_origin(conn):
             return Refusal(403, "a request from another site is refused")
         return None
@@ -155,6 +174,13 @@ button {{ margin-top:10px; background:#1f6feb; border-color:#1f6feb; color:#fff;
 <input name="token" type="password" autocomplete="current-password" autofocus
   placeholder="token" aria-label="token"><button type="submit">Open</button>
 </form></body></html>"""
+
+
+def _offers_token(conn: HTTPConnection) -> bool:
+    """A token in the request itself (a guess, perhaps), not the session cookie."""
+    return "token" in conn.query_params or conn.headers.get("authorization", "").lower().startswith(
+        "bearer "
+    )
 
 
 def _equal(given: str, expected: str) -> bool:

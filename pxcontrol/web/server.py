@@ -7,11 +7,14 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from pxcontrol.budgets import power_of_two
 from pxcontrol.tasks import cancel_and_wait
 from pxcontrol.web.access import Access
 from pxcontrol.web.feed import Feed
@@ -23,6 +26,105 @@ if TYPE_CHECKING:
 log = logging.getLogger("pxcontrol.web")
 
 STOP_TIMEOUT = 2.0  # seconds for open pages to hear "stopping" before they are cut off
+
+# Connections are file descriptors, and the director's modules need some too.
+WEB_TOTAL = 128  # connections open at once (page loads, API calls, websockets)
+WEB_PER_HOST = 32  # from one host: a browser opens about 6, plus the page's websocket
+REQUEST_TIMEOUT = 10.0  # seconds: a connection must send a whole request's headers by then
+KEEP_ALIVE = 5  # seconds an idle connection is kept between requests (uvicorn's own timer)
+MAX_HEADERS = 16 * 1024  # bytes of a request's headers
+# asyncio accepts up to `backlog` connections at each wake-up before any is judged:
+# uvicorn's 2048 would let a burst hold that many descriptors for a moment.
+BACKLOG = 64
+TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    b"Content-Length: 42\r\n\r\ntoo many connections: try again in a moment"
+)
+
+
+class ConnectionGate:
+    """Admits a connection while its host and the page are within their bounds; counts the rest."""
+
+    def __init__(self) -> None:
+        self.total, self.per_host = WEB_TOTAL, WEB_PER_HOST
+        self.request_timeout = REQUEST_TIMEOUT
+        self.counts: Counter[str] = Counter()
+
+    def admit(self, host: str, connections: set[Any]) -> bool:
+        """`connections` holds every open connection's protocol, this one's included."""
+        from_host = sum(1 for c in connections if c.client and c.client[0] == host)
+        if len(connections) <= self.total and from_host <= self.per_host:
+            return True
+        self.counts["refused"] += 1
+        count = self.counts["refused"]
+        if power_of_two(count):
+            log.warning(
+                "web connection from %s refused: %d open from that host (at most %d), %d in all "
+                "(at most %d); %d refused so far",
+                host,
+                from_host - 1,
+                self.per_host,
+                len(connections) - 1,
+                self.total,
+                count,
+            )
+        return False
+
+    def timed_out(self, host: str) -> None:
+        self.counts["timed_out"] += 1
+        count = self.counts["timed_out"]
+        level = logging.WARNING if power_of_two(count) else logging.DEBUG
+        log.log(
+            level,
+            "web connection from %s closed: no whole request within %g s (%d closed so far)",
+            host,
+            self.request_timeout,
+            count,
+        )
+
+
+class _BoundedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with the gate at the door and a timer on every request."""
+
+    gate: ClassVar[ConnectionGate]  # set on a subclass made for each server
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._request_timer: asyncio.TimerHandle | None = None
+        if not self.gate.admit(self._host, self.connections):
+            transport.write(TOO_MANY)
+            transport.close()
+            return
+        self._arm()
+
+    @property
+    def _host(self) -> str:
+        return self.client[0] if self.client else ""
+
+    def _arm(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+        self._request_timer = self.loop.call_later(self.gate.request_timeout, self._overdue)
+
+    def _overdue(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # closed, or now a websocket: not ours to time
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm()  # a request is being answered: the page's own business
+            return
+        self.gate.timed_out(self._host)
+        self.transport.abort()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request must come whole within the time too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if getattr(self, "_request_timer", None) is not None:
+            self._request_timer.cancel()  # type: ignore[union-attr]
+        super().connection_lost(exc)
 
 
 class _InTheDirectorsLoop(uvicorn.Server):
@@ -38,6 +140,7 @@ class WebServer:
         self.director = director
         self.feed = Feed(director)
         self.access = Access(director.show.director.token)
+        self.gate = ConnectionGate()
         self.host = ""
         self.port = 0
         self._server: _InTheDirectorsLoop | None = None
@@ -60,7 +163,11 @@ class WebServer:
         config = uvicorn.Config(
             page.app,
             lifespan="off",
-            http="h11",
+            http=type("BoundedH11", (_BoundedH11,), {"gate": self.gate}),
+            limit_concurrency=WEB_TOTAL,
+            backlog=BACKLOG,  # past it uvicorn answers 503 itself
+            timeout_keep_alive=KEEP_ALIVE,
+            h11_max_incomplete_event_size=MAX_HEADERS,
             ws="websockets-sansio",
             log_config=None,  # the director's logging, untouched
             log_level="warning",
