@@ -297,12 +297,12 @@ class Director:
 
     async def stop(self) -> None:
         self.loop_watch.stop()
-        await self.supervisor.stop()
+        await self.web.stop()  # first: open pages hear that the director stops
+        await self.supervisor.stop()  # then the rest of its supervised work
         if self._restored_check is not None:
             self._restored_check.cancel()
         if self._recovery is not None:
             await cancel_and_wait([self._recovery])
-        await self.web.stop()  # first: open pages hear that the director stops
         if self.watcher is not None:
             await self.watcher.stop()
         await self.osc.stop()

@@ -589,7 +589,8 @@ class OscBridge:
             assert transport is not None
             return Peer("udp", target.host, target.port, lambda p: transport.sendto(p, address))
         link = _FeedbackLink(target)
-        task = loop.create_task(link.run(), name=f"osc feedback {target.host}:{target.port}")
+        # Supervised: a fault in the link is an alarm, and the link connects again.
+        task = self.director.supervisor.start(f"osc feedback {target.host}:{target.port}", link.run)
         self._tasks.add(task)
         return Peer("tcp", target.host, target.port, link.send)
 

@@ -280,7 +280,10 @@ class OscServers:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP)
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:  # one bad connection must not end the timers of all
+                log.exception("closing overdue OSC TCP connections failed")
 
     def sweep(self) -> None:
         """Close every connection that overstayed a timer."""

@@ -231,3 +231,34 @@ def test_health_is_in_the_status(tmp_path):
             await director.stop()
 
     asyncio.run(main())
+
+
+async def test_a_web_page_server_that_stops_serving_is_an_alarm_and_serves_again(tmp_path):
+    import httpx
+
+    director = await _director(tmp_path)
+    await director.start()
+    try:
+        url = f"http://127.0.0.1:{director.web.port}/api/status"
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(url)).status_code == 200
+            first = director.web._server
+            assert first is not None
+            first.should_exit = True  # the server ends while the director runs on
+            alarm = await async_wait_for(
+                lambda: [
+                    e for e in director.app.events if e.fields.get("alarm") == "director fault"
+                ],
+                what="the director fault alarm",
+            )
+            assert (
+                "web page failed (RuntimeError: the Live Systems page stopped serving)"
+                in (alarm[0].fields["message"])
+            )
+            await async_wait_for(
+                lambda: director.web._server is not first and director.web._server.started,
+                what="the page to serve again",
+            )
+            assert (await http.get(url)).status_code == 200
+    finally:
+        await director.stop()

@@ -77,9 +77,7 @@ class Feed:
         self.recent.extend(_dumps(e.as_dict()) for e in list(self.director.app.events)[-BACKLOG:])
         self._unlisten = self.director.app.events.listen(self._on_event)
         self.board.on_stale = self._schedule
-        self._ticker = asyncio.get_running_loop().create_task(
-            self._tick(), name="web performance feed"
-        )
+        self._ticker = self.director.supervisor.start("web page feed", self._tick)
 
     async def stop(self) -> None:
         if self._unlisten is not None:

@@ -145,9 +145,29 @@ class WebServer:
         self.port = 0
         self._server: _InTheDirectorsLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None  # bound, not yet served
+        self._stopping = False
 
     async def start(self, host: str, port: int) -> None:
-        """Listen now (an address in use fails here, naming the setting), then serve."""
+        """Listen now (an address in use fails here, naming the setting), then serve.
+
+        The server runs under the director's supervisor: if it ever stops serving while the
+        director runs, that is an alarm and it listens and serves again on the same port.
+        """
+        sock = self._listen(host, port)
+        self.host, self.port = host, sock.getsockname()[1]
+        self._socket = sock
+        self.feed.start()
+        self._task = self.director.supervisor.start("web page", self._serve)
+        while self._server is None or not self._server.started:
+            if self._task.done():
+                self._task.result()  # its error, if any
+                raise RuntimeError("the Live Systems page stopped while starting")
+            await asyncio.sleep(0.005)
+        log.debug("Live Systems page on %s", self.url)
+
+    @staticmethod
+    def _listen(host: str, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart rebinds at once
         try:
@@ -158,7 +178,13 @@ class WebServer:
                 exc.errno, f"the Live Systems page cannot listen on {host}:{port} "
                 f"(director.http_port): {exc.strerror}"
             ) from None  # fmt: skip
-        self.host, self.port = host, sock.getsockname()[1]
+        return sock
+
+    async def _serve(self) -> None:
+        """Serve until the director stops; stopping before that is a failure to restart."""
+        sock, self._socket = self._socket, None
+        if sock is None:  # started again: listen afresh on the same address
+            sock = self._listen(self.host, self.port)
         page = LiveSystemsPage(self.director, self.feed, self.access)
         config = uvicorn.Config(
             page.app,
@@ -176,17 +202,10 @@ class WebServer:
             server_header=False,
             timeout_graceful_shutdown=STOP_TIMEOUT,
         )
-        self.feed.start()
         self._server = _InTheDirectorsLoop(config)
-        self._task = asyncio.get_running_loop().create_task(
-            self._server.serve(sockets=[sock]), name="web page"
-        )
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # its error, if any
-                raise RuntimeError("the Live Systems page stopped while starting")
-            await asyncio.sleep(0.005)
-        log.debug("Live Systems page on %s", self.url)
+        await self._server.serve(sockets=[sock])
+        if not self._stopping:
+            raise RuntimeError("the Live Systems page stopped serving")
 
     @property
     def url(self) -> str:
@@ -199,6 +218,7 @@ class WebServer:
 
     async def stop(self) -> None:
         """Tell open pages the director stops (they reconnect later), then close."""
+        self._stopping = True
         await self.feed.stop()
         if self._server is None or self._task is None:
             return
