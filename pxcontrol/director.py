@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from pxcontrol.app import App, LoadedShow, load_show
+from pxcontrol.app import App, LoadedShow, load_show_async
 from pxcontrol.backup import BackupManager
 from pxcontrol.detection import ClientState
 from pxcontrol.events import Event
@@ -139,7 +139,7 @@ class Director:
         """Load the show again; swap it in if it is valid, else keep the running one untouched."""
         async with self._reloading:
             try:
-                loaded = await asyncio.to_thread(load_show, self.loaded.path, self.dropins)
+                loaded = await load_show_async(self.loaded.path, self.dropins)
             except ShowInvalid as exc:
                 # The errors, and the drop-in files that did not load (often their cause).
                 shown = [

@@ -80,8 +80,16 @@ class ShowWatcher:
                 if self._pending_error is not None:
                     self._pending_error.cancel()  # a newer edit: the old error is moot
                     self._pending_error = None
-                if not await self._reload():
+                if not await self._reload_safely():
                     loop = asyncio.get_running_loop()
                     self._pending_error = loop.call_later(GRACE, self._report_error)
         except Exception:
             log.exception("watching %s stopped; edits are no longer picked up", folder)
+
+    async def _reload_safely(self) -> bool:
+        """One reload; whatever it raises is logged and the watch goes on for the next save."""
+        try:
+            return await self._reload()
+        except Exception:
+            log.exception("reloading %s failed; the show runs as before", self.show_file)
+            return False

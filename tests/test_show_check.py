@@ -311,7 +311,7 @@ def test_a_show_that_uses_the_broken_module_is_refused(write_show):
     code, output = check(path)
     assert code == 1
     assert "modules.Cam.type: unknown module type 'broken'" in output
-    assert "broken.py: warning: could not be loaded" in output
+    assert "broken.py:4: warning: could not be loaded" in output
 
 
 @pytest.mark.parametrize(
