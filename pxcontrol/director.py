@@ -269,6 +269,8 @@ class Director:
 
 def _changed_keys(old: BaseModel, new: BaseModel) -> list[str]:
     """The fields whose values differ, in the model's order."""
+    if old.__dict__ == new.__dict__:  # the common case, at C speed: 10,000 clients on a reload
+        return []
     return [key for key in type(new).model_fields if getattr(old, key) != getattr(new, key)]
 
 
