@@ -13,7 +13,7 @@ backup): the time to load it (read, parse, check, as `pxcontrol check`), to
 start a director on it, and to reload it after a saved edit; and the longest
 stall of the director's event loop during that reload, measured by a ticker
 task on the loop that wakes every millisecond (the gap between two of its
-wake-ups). Also the time of one status snapshot (what the page, OSC and
+wake-ups), and in the second after it. Also the time of one status snapshot (what the page, OSC and
 `pxcontrol status` read). Goal: no stall longer than 50 ms.
 """
 
@@ -137,7 +137,8 @@ async def big(clients: int) -> None:
                 path.write_text(big_show(clients, message="edited"))
                 await asyncio.wait_for(reloaded.wait(), 300)
                 took = time.perf_counter() - began
-                await asyncio.sleep(0.01)
+            with Ticker() as after:  # a collection put off by the reload would show here
+                await asyncio.sleep(1.0)
             stop_listening()
             errors = [e for e in director.app.events if e.kind == "show.error"]
             assert not errors, errors[-1].fields["message"]
@@ -148,6 +149,7 @@ async def big(clients: int) -> None:
                 f"  longest loop stall           {ticker.longest * 1000:8.1f} ms"
                 f"  ({ticker.ticks} ticks){goal}"
             )
+            print(f"  longest stall in the 1 s after {after.longest * 1000:8.1f} ms")
         finally:
             await director.stop()
 
