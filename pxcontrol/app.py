@@ -24,7 +24,7 @@ from pxcontrol.actions import ActionSpec, describe_validation_error
 from pxcontrol.catalog import Catalog, DuplicateModuleType
 from pxcontrol.deadlines import Deadlines
 from pxcontrol.events import Event, EventLog
-from pxcontrol.loader import parse_structure, read_show
+from pxcontrol.loader import Reporter, parse_structure, read_show
 from pxcontrol.module import Backoff, Module, ModuleStatus
 from pxcontrol.plugins import (
     DropinCache,
@@ -144,9 +144,32 @@ def _load_show(path: Path, dropins: DropinCache | None) -> LoadedShow:
         report.problems.append(Problem(exc.file or path, exc.line, "", str(exc)))
         raise ShowInvalid(report.problems) from None
     check_show(show, catalog, report, source.data)
+    if not report.has_errors:
+        _check_modules_can_be_made(show, catalog, report)
     if report.has_errors:
         raise ShowInvalid(report.problems)
     return LoadedShow(path, show, pm, catalog, report.problems, dropins)
+
+
+def _check_modules_can_be_made(show: ShowFile, catalog: Catalog, report: Reporter) -> None:
+    """Make each module once, as the director will (its __init__, not start()): a module
+    type whose constructor raises is refused here, before anything of the show changes."""
+    for name, decl in show.modules.items():
+        mtype = catalog.types[decl.type]
+        try:
+            mtype.cls(name, mtype.cls.Settings.model_validate(decl.settings))
+        except BaseException as exc:  # SystemExit from a module must not end the director
+            file = inspect.getsourcefile(mtype.cls)
+            lines = [
+                f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == file
+            ]
+            where = f" ({file}:{lines[-1]})" if file and lines else ""
+            report.error(
+                ("modules", name),
+                f"{mtype.cls.__name__}(...) could not be made{where}: {type(exc).__name__}: {exc}",
+                "keep __init__ to its signature (self, name, settings, host=None) and "
+                "super().__init__(...); connect to the device in start()",
+            )
 
 
 def _unexpected(path: Path, exc: BaseException) -> Problem:

@@ -336,6 +336,12 @@ async def test_anything_raised_while_loading_is_a_show_error_and_the_watch_goes_
     message = await saved_and_refused(running, lambda: probe.write_text(REGISTER_RAISES))
     assert "probe.py:6: error: plugin" in message
     assert "failed to register its module types: SystemExit" in message
+    init_raises = PROBE.replace(
+        "class Probe(Module):\n",
+        "class Probe(Module):\n    def __init__(self, *args, **kwargs):\n        raise SystemExit(5)\n\n",
+    )
+    message = await saved_and_refused(running, lambda: probe.write_text(init_raises))
+    assert f"modules.Probe: Probe(...) could not be made ({probe}:6): SystemExit: 5" in message
 
     assert await running.last_log_after_event() == "v1 Playout1", "the show ran on untouched"
     assert (await running.director.app.call("Probe.Say")).result == "v1"
