@@ -154,7 +154,16 @@ class Director:
             if refusal is not None:
                 self._refusal = f"{self.loaded.path}: error: {refusal}"
                 return False
-            message = await self._apply(loaded)
+            try:
+                message = await self._apply(loaded)
+            except Exception as exc:  # checked code that still failed: say it, watch on
+                log.exception("applying the new version of %s failed", loaded.path)
+                self._refusal = (
+                    f"{loaded.path}: error: applying the new version failed: "
+                    f"{type(exc).__name__}: {exc}. Part of it may be live: fix the cause "
+                    "and save again, or restart the director"
+                )
+                return False
             for warning in loaded.warnings:  # what `check` would warn about, said here too
                 log.warning("%s", warning)
             if loaded.warnings:

@@ -522,3 +522,19 @@ async def test_the_director_walks_its_clients_a_fixed_number_of_times_however_ma
     big, ticks = await walks_of_the_client_list(tmp_path / "big", 400, monkeypatch)
     assert small == big, f"{small} walks for 40 playouts, {big} for 400"
     assert ticks > 0, "the loop ran on while the big show loaded"
+
+
+async def test_a_failure_while_the_new_version_is_applied_is_a_show_error(running: Running):
+    """A module type made once at check and failing when the director makes it for real
+    (a vendor SDK that allows one instance): said as a show.error; the watch goes on."""
+    probe = running.folder / "modules" / "probe.py"
+    once = PROBE.replace(
+        "class Probe(Module):\n",
+        "class Probe(Module):\n    made = 0\n\n    def __init__(self, *args, **kwargs):\n"
+        "        super().__init__(*args, **kwargs)\n        Probe.made += 1\n"
+        "        if Probe.made > 1:\n            raise RuntimeError('one instance only')\n\n",
+    )
+    message = await saved_and_refused(running, lambda: probe.write_text(once))
+    assert "error: applying the new version failed: RuntimeError: one instance only" in message
+    await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v2"')))
+    assert (await running.director.app.call("Probe.Say")).result == "v2"
