@@ -395,8 +395,8 @@ class App:
         exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
         if exc is None:
             return True
-        if isinstance(exc, TimeoutError):
-            message = f"start() timed out ({_source_file(module)})"
+        if isinstance(exc, TimeoutError):  # its own time limit, on connecting say
+            message = f"start failed: {str(exc) or 'timed out'}"
             module.set_status(ModuleStatus.CONNECTION_FAILURE, message)
         else:
             if first:
