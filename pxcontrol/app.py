@@ -148,6 +148,7 @@ def _load_show(path: Path, dropins: DropinCache | None) -> LoadedShow:
         _check_modules_can_be_made(show, catalog, report)
     if report.has_errors:
         raise ShowInvalid(report.problems)
+    show.index_clients()
     return LoadedShow(path, show, pm, catalog, report.problems, dropins)
 
 
@@ -202,26 +203,39 @@ def load_show_within(path: Path, dropins: DropinCache | None = None) -> LoadedSh
 async def load_show_async(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
     """load_show_within for the event loop: the loop runs on while the show loads."""
     try:
-        with _collection_paused():
-            return await in_thread(load_show, path, dropins, limit=LOAD_TIMEOUT, name="load show")
+        with _collection_paused() as loaded_ok:
+            loaded = await in_thread(load_show, path, dropins, limit=LOAD_TIMEOUT, name="load show")
+            loaded_ok()
+            return loaded
     except TookTooLong as late:
         raise ShowInvalid([_too_long(path, late)]) from None
 
 
 @contextlib.contextmanager
-def _collection_paused() -> Iterator[None]:
-    """No automatic full garbage collection while a show loads in its thread.
+def _collection_paused() -> Iterator[Callable[[], None]]:
+    """No garbage collection while a show loads in its thread, nor of what it made after.
 
-    Loading 10,000 clients allocates enough to set off full collections, each a
-    single pass over the whole heap with the GIL held: 70-250 ms in which the
-    event loop cannot run. Reference counting still frees what the load drops;
-    collection resumes when the load ends (or is abandoned).
+    A collection is one pass with the GIL held, so the event loop cannot run
+    meanwhile. Loading 10,000 clients sets off full collections (70-250 ms each
+    over the whole heap), and collecting the young objects it made takes 40-90 ms
+    once collection resumes. So collection pauses while the show loads, and a show
+    that loaded is frozen (gc.freeze: kept out of every later collection): it lives
+    until the next reload, and reference counting still frees it then. What a
+    refused load made is left to the collector, as its tracebacks hold cycles.
     """
     was_enabled = gc.isenabled()
+    loaded = False
+
+    def loaded_ok() -> None:
+        nonlocal loaded
+        loaded = True
+
     gc.disable()
     try:
-        yield
+        yield loaded_ok
     finally:
+        if loaded:
+            gc.freeze()
         if was_enabled:
             gc.enable()
 

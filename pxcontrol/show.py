@@ -192,6 +192,11 @@ class ShowFile(Strict):
         """The clients whose backup_for lists this address, in the show's order."""
         return list(self._index().backups.get(ip, ()))
 
+    def index_clients(self) -> None:
+        """Build the lookups by name and by covered address now: a show loading in its own
+        thread does, so the event loop does not on its first lookup after a reload."""
+        self._index()
+
     def covered(self) -> list[ClientDecl]:
         """The clients that some backup covers, in the show's order."""
         backups = self._index().backups
