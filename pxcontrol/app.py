@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import inspect
+import linecache
 import logging
+import threading
 import time
+import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ from pxcontrol.actions import ActionSpec, describe_validation_error
 from pxcontrol.catalog import Catalog, DuplicateModuleType
 from pxcontrol.deadlines import Deadlines
 from pxcontrol.events import Event, EventLog
-from pxcontrol.loader import parse_structure, read_show
+from pxcontrol.loader import Reporter, parse_structure, read_show
 from pxcontrol.module import Backoff, Module, ModuleStatus
 from pxcontrol.plugins import (
     DropinCache,
@@ -32,10 +37,13 @@ from pxcontrol.problems import Problem, Severity, ShowInvalid, did_you_mean
 from pxcontrol.rules import check_show
 from pxcontrol.show import ACTION_REF, ShowFile
 from pxcontrol.tasks import cancel_and_wait
+from pxcontrol.threads import Escaped, TookTooLong, call_in_thread, in_thread
 
 log = logging.getLogger("pxcontrol")
 
 MODULE_START_TIMEOUT = 5.0
+#: One step of a module's start() that holds the event loop longer than this (s) raises an alarm.
+BLOCKING_STEP = 0.25
 MODULE_STOP_TIMEOUT = 3.0
 OBSERVER_TIMEOUT = 2.0
 
@@ -59,6 +67,11 @@ class LoadedShow:
 class PluginError(Exception):
     """A plugin's registration failed; the message names the plugin and what to change."""
 
+    def __init__(self, message: str, file: Path | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.file = file  # a drop-in's file, where the failure was in one
+        self.line = line
+
 
 def collect_module_types(pm: pluggy.PluginManager) -> Catalog:
     """Ask each plugin for its module types, so each type knows the plugin it came from."""
@@ -72,10 +85,17 @@ def collect_module_types(pm: pluggy.PluginManager) -> Catalog:
             result = impl.function(register=register)
         except DuplicateModuleType as exc:
             raise PluginError(str(exc)) from None
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a plugin must not end the director
+            file = inspect.getsourcefile(impl.function)
+            lines = [
+                f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == file
+            ]
+            dropin = file is not None and impl.plugin_name.endswith(".py")
             raise PluginError(
                 f"plugin {impl.plugin_name!r} failed to register its module types: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}",
+                Path(file) if dropin and file else None,
+                lines[-1] if dropin and lines else None,
             ) from None
         if inspect.iscoroutine(result):
             result.close()  # never awaited: say why instead of a RuntimeWarning
@@ -91,8 +111,25 @@ def load_show(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
     """Read, parse and check a show with its drop-in modules; ShowInvalid lists every problem.
 
     Pass the running show's DropinCache when reloading, so unchanged drop-in
-    files are not imported again.
+    files are not imported again. Whatever goes wrong (a file nested too deep, a
+    plugin that raises SystemExit) is a ShowInvalid naming the file; nothing
+    else comes out of here.
     """
+    try:
+        return _load_show(path, dropins)
+    except ShowInvalid:
+        raise
+    except BaseException as exc:
+        if (
+            isinstance(exc, KeyboardInterrupt)
+            and threading.current_thread() is threading.main_thread()
+        ):
+            raise  # Ctrl-C at the command line; a drop-in's own raise comes in a thread
+        log.debug("loading %s failed", path, exc_info=exc)
+        raise ShowInvalid([_unexpected(path, exc)]) from None
+
+
+def _load_show(path: Path, dropins: DropinCache | None) -> LoadedShow:
     source = read_show(path)
     report = source.reporter()
     show = parse_structure(source, report)
@@ -104,12 +141,119 @@ def load_show(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
     try:
         catalog = collect_module_types(pm)
     except PluginError as exc:
-        report.error((), str(exc))
+        report.problems.append(Problem(exc.file or path, exc.line, "", str(exc)))
         raise ShowInvalid(report.problems) from None
     check_show(show, catalog, report, source.data)
+    if not report.has_errors:
+        _check_modules_can_be_made(show, catalog, report)
     if report.has_errors:
         raise ShowInvalid(report.problems)
+    show.index_clients()
     return LoadedShow(path, show, pm, catalog, report.problems, dropins)
+
+
+def _check_modules_can_be_made(show: ShowFile, catalog: Catalog, report: Reporter) -> None:
+    """Make each module once, as the director will (its __init__, not start()): a module
+    type whose constructor raises is refused here, before anything of the show changes."""
+    for name, decl in show.modules.items():
+        mtype = catalog.types[decl.type]
+        try:
+            mtype.cls(name, mtype.cls.Settings.model_validate(decl.settings))
+        except BaseException as exc:  # SystemExit from a module must not end the director
+            file = inspect.getsourcefile(mtype.cls)
+            lines = [
+                f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == file
+            ]
+            where = f" ({file}:{lines[-1]})" if file and lines else ""
+            report.error(
+                ("modules", name),
+                f"{mtype.cls.__name__}(...) could not be made{where}: {type(exc).__name__}: {exc}",
+                "keep __init__ to its signature (self, name, settings, host=None) and "
+                "super().__init__(...); connect to the device in start()",
+            )
+
+
+def _unexpected(path: Path, exc: BaseException) -> Problem:
+    """A failure the checks did not foresee, said with the file (a drop-in's, if it was in one)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    modules = (path.parent / "modules").resolve()
+    mine = [f for f in frames if Path(f.filename).resolve().parent == modules]
+    where = Path(mine[-1].filename) if mine else path
+    return Problem(
+        where,
+        mine[-1].lineno if mine else None,
+        "",
+        f"the show could not be loaded: {type(exc).__name__}: {exc}",
+        "fix that file; the director's log has the traceback" if mine else "",
+    )
+
+
+#: Loading a show, drop-in imports included, must end within this (s) at start and at reload.
+LOAD_TIMEOUT = 60.0
+
+
+def load_show_within(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
+    """load_show in a thread under LOAD_TIMEOUT: a file that blocks is a ShowInvalid naming it."""
+    try:
+        return call_in_thread(load_show, path, dropins, limit=LOAD_TIMEOUT, name="load show")
+    except TookTooLong as late:
+        raise ShowInvalid([_too_long(path, late)]) from None
+
+
+async def load_show_async(path: Path, dropins: DropinCache | None = None) -> LoadedShow:
+    """load_show_within for the event loop: the loop runs on while the show loads."""
+    try:
+        with _collection_paused() as loaded_ok:
+            loaded = await in_thread(load_show, path, dropins, limit=LOAD_TIMEOUT, name="load show")
+            loaded_ok()
+            return loaded
+    except TookTooLong as late:
+        raise ShowInvalid([_too_long(path, late)]) from None
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[Callable[[], None]]:
+    """No garbage collection while a show loads in its thread, nor of what it made after.
+
+    A collection is one pass with the GIL held, so the event loop cannot run
+    meanwhile. Loading 10,000 clients sets off full collections (70-250 ms each
+    over the whole heap), and collecting the young objects it made takes 40-90 ms
+    once collection resumes. So collection pauses while the show loads, and a show
+    that loaded is frozen (gc.freeze: kept out of every later collection): it lives
+    until the next reload, and reference counting still frees it then. What a
+    refused load made is left to the collector, as its tracebacks hold cycles.
+    """
+    was_enabled = gc.isenabled()
+    loaded = False
+
+    def loaded_ok() -> None:
+        nonlocal loaded
+        loaded = True
+
+    gc.disable()
+    try:
+        yield loaded_ok
+    finally:
+        if loaded:
+            gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
+def _too_long(path: Path, late: TookTooLong) -> Problem:
+    modules = (path.parent / "modules").resolve()
+    mine = [f for f in late.stack if Path(f.filename).resolve().parent == modules]
+    frame = mine[-1] if mine else None
+    doing = f" (it was at line {frame.lineno}: {frame.line})" if frame and frame.line else ""
+    return Problem(
+        Path(frame.filename) if frame else path,
+        frame.lineno if frame else None,
+        "",
+        f"loading the show did not finish within {late.limit:g} s{doing}; the show was not "
+        "changed. The loading thread cannot be stopped and is abandoned: restart the director "
+        "to end it",
+        "look for a call that blocks (a device, a network or a file that does not answer)",
+    )
 
 
 def _plugin_problem(problem: PluginProblem) -> Problem:
@@ -117,7 +261,7 @@ def _plugin_problem(problem: PluginProblem) -> Problem:
     # and missing is reported as an unknown type, with this warning next to it.
     return Problem(
         file=Path(problem.source) if problem.source.endswith(".py") else None,
-        line=None,
+        line=problem.line,
         key="",
         message=problem.message,
         hint="fix the file; the other modules loaded",
@@ -242,18 +386,50 @@ class App:
         task.add_done_callback(lambda _: self._starting.pop(module.name, None))
 
     async def _try_start(self, module: Module, first: bool = False) -> bool:
+        """One start() under MODULE_START_TIMEOUT; a start that hangs is abandoned, not awaited."""
+        stepped = _Stepped(module.start())
+        task = asyncio.get_running_loop().create_task(
+            _await(stepped), name=f"start() of {module.name}"
+        )
         try:
-            async with asyncio.timeout(MODULE_START_TIMEOUT):
-                await module.start()
-            return True
-        except TimeoutError:
-            message = f"start() took longer than {MODULE_START_TIMEOUT:g} s"
+            await asyncio.wait({task}, timeout=MODULE_START_TIMEOUT)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if stepped.longest > BLOCKING_STEP:
+            self._blocked_loop(module, stepped.longest)
+        if not task.done():
+            where = _where_waiting(stepped.coro, module)
+            task.cancel()  # not waited for: a start() that swallows its cancellation holds nobody
+            self._keep(task)
+            message = f"start() did not finish within {MODULE_START_TIMEOUT:g} s ({where})"
+            log.warning("module %s: %s; it is started again later", module.name, message)
             module.set_status(ModuleStatus.CONNECTION_FAILURE, message)
-        except Exception as exc:
+            return False
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is None:
+            return True
+        if isinstance(exc, TimeoutError):  # its own time limit, on connecting say
+            message = f"start failed: {str(exc) or 'timed out'}"
+            module.set_status(ModuleStatus.CONNECTION_FAILURE, message)
+        else:
             if first:
-                log.exception("module %s failed to start", module.name)
-            module.set_status(ModuleStatus.UNKNOWN_ERROR, f"start failed: {exc}")
+                log.error("module %s failed to start", module.name, exc_info=exc)
+            module.set_status(
+                ModuleStatus.UNKNOWN_ERROR, f"start failed: {str(exc) or type(exc).__name__}"
+            )
         return False
+
+    def _blocked_loop(self, module: Module, seconds: float) -> None:
+        message = (
+            f"start() of {module.name} ({_source_file(module)}) held the event loop for "
+            f"{seconds:.2f} s in one go: meanwhile the director judged no heartbeat and could "
+            "take over nothing. A blocking call (time.sleep, requests, a plain socket) belongs "
+            "in asyncio.to_thread(...), or use its asyncio form (await asyncio.sleep, "
+            "asyncio.open_connection)"
+        )
+        log.warning("%s", message)
+        self.emit("alarm", client="", alarm="blocked loop", message=message, module=module.name)
 
     async def _keep_starting(self, module: Module) -> None:
         next_delay = Backoff().delays()
@@ -515,6 +691,67 @@ async def _observe(awaitable: Any, plugin: str) -> None:
         await asyncio.wait_for(awaitable, OBSERVER_TIMEOUT)
     except Exception:
         log.exception("plugin %s failed observing an event", plugin)
+
+
+class _Stepped:
+    """Awaits a coroutine and keeps the longest time one step of it held the event loop.
+
+    A coroutine that makes a blocking call cannot be cut off by a timeout (the
+    loop that would fire it is the one blocked); this at least says so after.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.longest = 0.0
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            began = time.perf_counter()
+            try:
+                yielded = self.coro.throw(error) if error is not None else self.coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self.longest = max(self.longest, time.perf_counter() - began)
+            try:
+                value, error = (yield yielded), None
+            except GeneratorExit:
+                self.coro.close()
+                raise
+            except BaseException as exc:  # cancellation goes on into the coroutine
+                value, error = None, exc
+
+
+async def _await(stepped: _Stepped) -> Any:
+    try:
+        return await stepped
+    except (SystemExit, KeyboardInterrupt) as exc:  # from a module, not from Ctrl-C: a
+        raise Escaped(exc) from exc  # task would pass them on and end the director
+
+
+def _source_file(module: Module) -> str:
+    """The file a module's type is written in (a drop-in's path, or the plugin's file)."""
+    try:
+        return inspect.getsourcefile(type(module)) or type(module).__module__
+    except TypeError:
+        return type(module).__module__
+
+
+def _where_waiting(coro: Any, module: Module) -> str:
+    """`file:line: code` where a suspended start() waits, in the module's own file if it can."""
+    source = _source_file(module)
+    frames = []
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frames.append((coro.cr_frame.f_code.co_filename, coro.cr_frame.f_lineno))
+        coro = coro.cr_await
+    mine = [f for f in frames if f[0] == source]
+    if not mine:
+        return source
+    filename, line = mine[-1]
+    code = linecache.getline(filename, line).strip()
+    return f"{filename}:{line}: {code}" if code else f"{filename}:{line}"
 
 
 def _forget_result(task: asyncio.Task[Any]) -> None:

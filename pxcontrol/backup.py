@@ -43,6 +43,67 @@ class Transfer:
         return not self.outputs and not self.live_inputs
 
 
+class PlacementMap(dict[str, str]):
+    """Where each playout client's outputs play (playout → client), with the reverse kept:
+    which playouts each client carries, so "is this backup busy?" is a lookup, not a scan
+    of every client (the status asks it for each of 10,000)."""
+
+    def __init__(self, items: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self._carried: dict[str, dict[str, None]] = {}
+        for playout, where in (items or {}).items():
+            self[playout] = where
+
+    def __setitem__(self, playout: str, where: str) -> None:
+        if playout in self:
+            del self[playout]
+        super().__setitem__(playout, where)
+        if where != playout:
+            self._carried.setdefault(where, {})[playout] = None
+
+    def __delitem__(self, playout: str) -> None:
+        where = self[playout]
+        super().__delitem__(playout)
+        carried = self._carried.get(where)
+        if carried is not None:
+            carried.pop(playout, None)
+            if not carried:
+                del self._carried[where]
+
+    def pop(self, playout: str, *default: str) -> str:  # type: ignore[override]
+        if playout not in self:
+            if default:
+                return default[0]
+            raise KeyError(playout)
+        where = self[playout]
+        del self[playout]
+        return where
+
+    def update(self, *args: object, **kwargs: str) -> None:  # type: ignore[override]
+        for playout, where in dict(*args, **kwargs).items():  # type: ignore[arg-type]
+            self[playout] = where
+
+    def setdefault(self, playout: str, where: str) -> str:  # type: ignore[override]
+        if playout not in self:
+            self[playout] = where
+        return self[playout]
+
+    def clear(self) -> None:
+        super().clear()
+        self._carried.clear()
+
+    def popitem(self) -> tuple[str, str]:
+        raise TypeError("PlacementMap.popitem: remove a named playout with pop()")
+
+    def __ior__(self, other: object) -> PlacementMap:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def carried_by(self, client: str) -> list[str]:
+        """The playouts whose outputs play on `client` now (not its own)."""
+        return list(self._carried.get(client, ()))
+
+
 @dataclass(frozen=True)
 class Decision:
     ok: bool
@@ -60,26 +121,6 @@ class Refused(Exception):
         self.message = message
 
 
-def _covering(show: ShowFile) -> dict[object, list[ClientDecl]]:
-    """Each covered address → the backups that cover it, in show order (looked up per row of
-    the status, so a lookup, not a walk over every client)."""
-    covering: dict[object, list[ClientDecl]] = {}
-    for c in show.clients:
-        for ip in dict.fromkeys(c.backup_for):
-            covering.setdefault(ip, []).append(c)
-    return covering
-
-
-def _covers(show: ShowFile) -> dict[str, list[str]]:
-    """Each backup → the clients it covers, in show order."""
-    by_ip = {c.ip: c.name for c in show.clients}
-    return {
-        c.name: [by_ip[ip] for ip in dict.fromkeys(c.backup_for) if by_ip.get(ip, c.name) != c.name]
-        for c in show.clients
-        if c.backup_for
-    }
-
-
 class BackupManager:
     def __init__(
         self,
@@ -91,10 +132,9 @@ class BackupManager:
         announce: Callable[[int, dict | None], Awaitable[None] | None] | None = None,
     ) -> None:
         self.show = show
-        self._covering = _covering(show)
         self._by_name = {c.name: c for c in show.clients}
-        self._covers = _covers(show)
         self.epoch = saved.epoch
+        self._placement = PlacementMap()
         self.placement = {c.name: c.name for c in self.playouts()}
         self.placement.update({k: v for k, v in saved.placement.items() if k in self.placement})
         self.auto_override = dict(saved.auto)
@@ -105,6 +145,14 @@ class BackupManager:
         self._announce = announce
         self.lock = asyncio.Lock()
         self.waiting: set[str] = set()  # offline, automatic, no backup was ready
+
+    @property
+    def placement(self) -> PlacementMap:
+        return self._placement
+
+    @placement.setter
+    def placement(self, value: dict[str, str]) -> None:
+        self._placement = PlacementMap(value)
 
     # --- a reloaded show ---
 
@@ -130,9 +178,7 @@ class BackupManager:
     def update(self, show: ShowFile) -> None:
         """Take a reloaded show (checked with why_not_reload first): placement is kept."""
         self.show = show
-        self._covering = _covering(show)
         self._by_name = {c.name: c for c in show.clients}
-        self._covers = _covers(show)
         self.placement = {c.name: self.placement.get(c.name, c.name) for c in self.playouts()}
         self._saved_placement = dict(self.placement)
 
@@ -146,20 +192,18 @@ class BackupManager:
         return found
 
     def backups_for(self, playout: ClientDecl) -> list[ClientDecl]:
-        return list(self._covering.get(playout.ip, ()))
+        return self.show.backups_of(playout.ip)
 
     def playouts(self) -> list[ClientDecl]:
         """Clients that some backup covers."""
-        return [c for c in self.show.clients if self.backups_for(c)]
+        return self.show.covered()
 
     def plays_on(self, name: str) -> str:
         return self.placement.get(name, name)
 
     def carrying(self, backup: str) -> str | None:
         """The playout client whose outputs this backup plays now, if any."""
-        return next(
-            (p for p in self._covers.get(backup, ()) if self.placement.get(p) == backup), None
-        )
+        return next(iter(self.placement.carried_by(backup)), None)
 
     def auto_enabled(self, name: str) -> bool:
         """Automatic backup for a playout client: the operator's switch, else the show's."""
@@ -203,10 +247,9 @@ class BackupManager:
             return result
         if self.plays_on(agent) == agent and not me.backup_for:
             result[agent] = [*me.outputs, *me.live_inputs]
-        for playout, where in self.placement.items():
-            if where == agent and playout != agent:
-                transfer = Transfer.between(self.client(playout), me)
-                result[playout] = [*transfer.outputs, *transfer.live_inputs]
+        for playout in self.placement.carried_by(agent):
+            transfer = Transfer.between(self.client(playout), me)
+            result[playout] = [*transfer.outputs, *transfer.live_inputs]
         return result
 
     # --- decisions ---

@@ -20,7 +20,13 @@ from rich.text import Text
 
 from pxcontrol import __version__
 from pxcontrol.actions import ActionSpec, TooManyArguments, arguments_from_list
-from pxcontrol.app import App, LoadedShow, PluginError, collect_module_types, load_show
+from pxcontrol.app import (
+    App,
+    LoadedShow,
+    PluginError,
+    collect_module_types,
+    load_show_within,
+)
 from pxcontrol.catalog import Catalog
 from pxcontrol.director import CannotListen, Director, run_director, stop_on_signals
 from pxcontrol.events import Event
@@ -574,7 +580,7 @@ def _warning(text: str) -> None:
 
 def _load_or_exit(path: Path) -> LoadedShow:
     try:
-        return load_show(path)
+        return load_show_within(path)
     except ShowInvalid as exc:
         _print_problems(exc.problems)
         errors = sum(p.severity is Severity.ERROR for p in exc.problems)

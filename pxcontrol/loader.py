@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pxcontrol.problems import Problem, Severity, ShowInvalid, did_you_mean, key_text
-from pxcontrol.show import ShowFile
+from pxcontrol.show import ClientDecl, ShowFile
 from pxcontrol.toml_lines import key_lines, line_of
 
 SHOW_FILE = "show.toml"
@@ -71,12 +71,34 @@ class ShowSource:
 def read_show(path: Path) -> ShowSource:
     """The parsed TOML of a show file, or ShowInvalid saying why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            hint = f"name the show folder ({path.parent}) or a .toml file, not a folder"
+            raise ShowInvalid([Problem(path, None, "", "this is a folder, not a show file", hint)])
+        if path.exists() and not path.is_file():  # a pipe or a device would block the read
+            raise ShowInvalid([Problem(path, None, "", "this is not a regular file")])
+        raw = path.read_bytes()
     except FileNotFoundError:
         hint = f"create {path}, or name another show: a folder with show.toml, or the .toml file"
         raise ShowInvalid([Problem(path, None, "", "no show file here", hint)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ShowInvalid([Problem(path, None, "", f"cannot read the show file: {exc}")]) from None
+    except OSError as exc:
+        message = f"cannot read the show file: {exc.strerror or exc}"
+        raise ShowInvalid([Problem(path, None, "", message)]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ShowInvalid(
+            [
+                Problem(
+                    path,
+                    line,
+                    "",
+                    f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column}",
+                    "save the file as UTF-8 (most editors: 'Save with encoding')",
+                )
+            ]
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -95,7 +117,39 @@ def read_show(path: Path) -> ShowSource:
                 )
             ]
         ) from None
-    return ShowSource(path=path, text=text, data=data, lines=key_lines(text))
+    except RecursionError:
+        raise ShowInvalid([_too_deep(path, text)]) from None
+    try:
+        lines = key_lines(text)
+    except RecursionError:
+        raise ShowInvalid([_too_deep(path, text)]) from None
+    return ShowSource(path=path, text=text, data=data, lines=lines)
+
+
+#: Nesting past this depth is where the error's line points (the readers recurse per level).
+NESTING_LIMIT = 100
+
+
+def _too_deep(path: Path, text: str) -> Problem:
+    """A show nested too deep for the TOML reader, with the line where it went past the limit."""
+    depth = 0
+    line = None
+    for number, row in enumerate(text.splitlines(), 1):
+        for char in row:
+            depth += char in "[{"
+            depth -= char in "]}"
+            if depth > NESTING_LIMIT:
+                line = number
+                break
+        if line is not None:
+            break
+    return Problem(
+        path,
+        line,
+        "",
+        "arrays or inline tables are nested too deep to read",
+        "a show needs a few levels at most: look for a run of '[' or '{' that never closes",
+    )
 
 
 def parse_structure(source: ShowSource, report: Reporter) -> ShowFile:
@@ -105,7 +159,7 @@ def parse_structure(source: ShowSource, report: Reporter) -> ShowFile:
     can check them too and the user sees every problem in one pass.
     """
     try:
-        return ShowFile.model_validate(source.data)
+        return _validate(source.data)
     except ValidationError as exc:
         report_validation_error(report, exc, source.data, ShowFile)
     valid: dict[str, Any] = {}
@@ -119,6 +173,28 @@ def parse_structure(source: ShowSource, report: Reporter) -> ShowFile:
         elif _is_valid({key: value}):
             valid[key] = value
     return ShowFile.model_validate(valid)
+
+
+#: Lists longer than this are validated an entry at a time (see _validate).
+VALIDATE_APART = 64
+
+
+def _validate(data: dict[str, Any]) -> ShowFile:
+    """ShowFile.model_validate, with a long client list validated one client at a time first.
+
+    One validation call holds the GIL for its whole length: for 10,000 clients a
+    third of a second in which the director's loop cannot run, though the reload
+    loads in a thread. Between clients the loop gets its turn. Any client that is
+    invalid leaves the whole validation to find it, with its place in the file.
+    """
+    clients = data.get("clients")
+    if isinstance(clients, list) and len(clients) > VALIDATE_APART:
+        try:
+            checked = [ClientDecl.model_validate(c) for c in clients]
+        except ValidationError:
+            return ShowFile.model_validate(data)
+        return ShowFile.model_validate({**data, "clients": checked})
+    return ShowFile.model_validate(data)
 
 
 def _is_valid(piece: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from types import ModuleType
 import pluggy
 
 from pxcontrol import essential, hookspecs
+from pxcontrol.threads import TookTooLong, call_in_thread, original
 
 ENTRY_POINT_GROUP = "pxcontrol"
 #: Comma-separated distribution or entry-point names to load; empty loads none.
@@ -43,6 +44,7 @@ class PluginProblem:
     source: str
     message: str
     details: str = ""
+    line: int | None = None  # in the drop-in file, where there is one
 
 
 def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginProblem]]:
@@ -87,16 +89,22 @@ def load_entry_points(pm: pluggy.PluginManager) -> list[PluginProblem]:
 
 _dropin_counter = itertools.count(1)
 
+#: A drop-in file's import must end within this (s); a slow SDK import fits, a blocking call does not.
+DROPIN_IMPORT_TIMEOUT = 10.0
+
 
 class DropinCache:
     """Drop-in files already imported, by content: a reload re-imports only what changed.
 
     Reusing the module object keeps its classes the same objects, so a module
-    instance whose file did not change is recognised as unchanged.
+    instance whose file did not change is recognised as unchanged. A file whose
+    import did not finish in time is remembered too: it is not imported again
+    (another thread that never ends) until its content changes.
     """
 
     def __init__(self) -> None:
         self._modules: dict[Path, tuple[bytes, ModuleType]] = {}
+        self._hung: dict[Path, tuple[bytes, PluginProblem]] = {}
 
     def get(self, path: Path, digest: bytes) -> ModuleType | None:
         found = self._modules.get(path)
@@ -105,34 +113,34 @@ class DropinCache:
     def put(self, path: Path, digest: bytes, module: ModuleType) -> None:
         self._modules[path] = (digest, module)
 
+    def hung(self, path: Path, digest: bytes) -> PluginProblem | None:
+        found = self._hung.get(path)
+        return found[1] if found and found[0] == digest else None
+
+    def put_hung(self, path: Path, digest: bytes, problem: PluginProblem) -> None:
+        self._hung[path] = (digest, problem)
+
 
 def load_dropins(
     pm: pluggy.PluginManager, folder: Path, cache: DropinCache | None = None
 ) -> list[PluginProblem]:
-    """Register every `*.py` file in a show's modules folder; a broken file is reported, not fatal."""
+    """Register every `*.py` file in a show's modules folder; a broken file is reported, not fatal.
+
+    Each file is imported in a thread of its own under DROPIN_IMPORT_TIMEOUT, so a
+    file that blocks at import (or raises anything, SystemExit included) is a
+    problem that names it, and the other files still load.
+    """
     problems = []
     if not folder.is_dir():
         return problems
+    cache = cache if cache is not None else DropinCache()
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith(("_", ".")):
             continue
         try:
-            digest = hashlib.sha256(path.read_bytes()).digest()
-            module = cache.get(path, digest) if cache is not None else None
-            if module is None:
-                module = _import_file(path)
-                if cache is not None:
-                    cache.put(path, digest, module)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            problems.append(
-                PluginProblem(
-                    source=str(path),
-                    message=f"could not be loaded: {type(exc).__name__}: {exc}",
-                    details=_traceback_in(path, exc),
-                )
-            )
+            module = _import_cached(path, cache)
+        except _NotLoaded as not_loaded:
+            problems.append(not_loaded.problem)
             continue
         unmarked = [
             name
@@ -164,6 +172,54 @@ def load_dropins(
     return problems
 
 
+class _NotLoaded(Exception):
+    def __init__(self, problem: PluginProblem) -> None:
+        self.problem = problem
+
+
+def _import_cached(path: Path, cache: DropinCache) -> ModuleType:
+    try:
+        digest = hashlib.sha256(path.read_bytes()).digest()
+    except OSError as exc:
+        raise _NotLoaded(
+            PluginProblem(str(path), f"could not be read: {exc.strerror or exc}")
+        ) from None
+    module = cache.get(path, digest)
+    if module is not None:
+        return module
+    hung = cache.hung(path, digest)
+    if hung is not None:  # the same content again: it would only hang again
+        raise _NotLoaded(hung)
+    limit = DROPIN_IMPORT_TIMEOUT
+    try:
+        module = call_in_thread(_import_file, path, limit=limit, name=f"import {path.name}")
+    except TookTooLong as late:
+        frame = late.last_frame_in({str(path.resolve()), str(path)})
+        where = f" (it was at line {frame.lineno}: {frame.line})" if frame and frame.line else ""
+        problem = PluginProblem(
+            source=str(path),
+            message=f"did not finish importing within {limit:g} s{where}. A drop-in must not "
+            "block at import: connect to devices in start(), not at the top of the file. Its "
+            "import thread cannot be stopped and is abandoned (restart the director to end "
+            "it); the file is not imported again until it changes",
+            line=frame.lineno if frame else None,
+        )
+        cache.put_hung(path, digest, problem)
+        raise _NotLoaded(problem) from None
+    except Exception as exc:
+        raised = original(exc)
+        raise _NotLoaded(
+            PluginProblem(
+                source=str(path),
+                message=f"could not be loaded: {type(raised).__name__}: {raised}",
+                details=_traceback_in(path, raised),
+                line=_line_in(path, raised),
+            )
+        ) from None
+    cache.put(path, digest, module)
+    return module
+
+
 def _hook_names() -> list[str]:
     return [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "pxcontrol_spec")]
 
@@ -184,6 +240,23 @@ def _import_file(path: Path) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+def _line_in(path: Path, exc: BaseException) -> int | None:
+    """The line of the user's file where `exc` was raised (or its syntax error is)."""
+    if (
+        isinstance(exc, SyntaxError)
+        and exc.filename
+        and Path(exc.filename).resolve() == path.resolve()
+    ):
+        return exc.lineno
+    here = path.resolve()
+    lines = [
+        f.lineno
+        for f in traceback.extract_tb(exc.__traceback__)
+        if Path(f.filename).resolve() == here
+    ]
+    return lines[-1] if lines else None
 
 
 def _traceback_in(path: Path, exc: BaseException) -> str:

@@ -23,6 +23,8 @@ STEP_MS = 10
 DEBOUNCE_MS = 200
 #: A refused edit is reported only if nothing else changes within this (s).
 GRACE = 0.15
+#: A watch that failed is tried again this often (s).
+RETRY = 1.0
 
 
 class ShowWatcher:
@@ -33,8 +35,10 @@ class ShowWatcher:
         show_file: Path,
         reload: Callable[[], Awaitable[bool]],
         report_error: Callable[[], None],
+        on_fault: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.show_file = show_file.resolve()
+        self._on_fault = on_fault
         self.modules = self.show_file.parent / "modules"
         self._reload = reload
         self._report_error = report_error
@@ -63,25 +67,53 @@ class ShowWatcher:
                 self._task.cancel()
 
     async def _watch(self) -> None:
+        """Watch until stopped. A watch that fails (the folder deleted or unmounted, the
+        system out of watches) is an alarm, once, and is tried again every second: edits
+        are picked up again as soon as it works, and the running show is never touched."""
         folder = self.show_file.parent
+        failing = False
+        while not self._stop.is_set():
+            try:
+                await self._watch_once(folder)
+                return  # stopped
+            except Exception as exc:
+                log.error("watching %s failed: %s", folder, exc, exc_info=not failing)
+                if not failing:
+                    failing = True
+                    self._on_fault(
+                        f"the show watcher cannot watch {folder} ({type(exc).__name__}: {exc}): "
+                        "edits are not picked up until it can; the running show goes on. "
+                        "Tried again every second"
+                    )
+            try:
+                await asyncio.wait_for(self._stop.wait(), RETRY)
+            except TimeoutError:
+                pass
+
+    async def _watch_once(self, folder: Path) -> None:
+        async for _ in awatch(
+            folder,
+            watch_filter=self.relevant,
+            step=STEP_MS,
+            debounce=DEBOUNCE_MS,
+            stop_event=self._stop,
+            rust_timeout=200,
+            yield_on_timeout=True,  # the first (empty) batch says the watch is up
+        ):
+            self.ready.set()
+            if not _:
+                continue
+            if self._pending_error is not None:
+                self._pending_error.cancel()  # a newer edit: the old error is moot
+                self._pending_error = None
+            if not await self._reload_safely():
+                loop = asyncio.get_running_loop()
+                self._pending_error = loop.call_later(GRACE, self._report_error)
+
+    async def _reload_safely(self) -> bool:
+        """One reload; whatever it raises is logged and the watch goes on for the next save."""
         try:
-            async for _ in awatch(
-                folder,
-                watch_filter=self.relevant,
-                step=STEP_MS,
-                debounce=DEBOUNCE_MS,
-                stop_event=self._stop,
-                rust_timeout=200,
-                yield_on_timeout=True,  # the first (empty) batch says the watch is up
-            ):
-                self.ready.set()
-                if not _:
-                    continue
-                if self._pending_error is not None:
-                    self._pending_error.cancel()  # a newer edit: the old error is moot
-                    self._pending_error = None
-                if not await self._reload():
-                    loop = asyncio.get_running_loop()
-                    self._pending_error = loop.call_later(GRACE, self._report_error)
+            return await self._reload()
         except Exception:
-            log.exception("watching %s stopped; edits are no longer picked up", folder)
+            log.exception("reloading %s failed; the show runs as before", self.show_file)
+            return False

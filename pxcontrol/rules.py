@@ -219,12 +219,22 @@ def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
                     path,
                     f"{address} is not the address of any client in this show",
                     "declare the playout client (it may be a dry client) or fix the address; "
-                    "clients: " + ", ".join(f"{c.name} {c.ip}" for c in show.clients),
+                    "clients: " + _some_clients(show.clients),
                 )
             elif target is backup:
                 report.error(path, f"{backup.name} cannot be its own backup")
             else:
                 _check_pair(target, backup, ("clients", i), report)
+
+
+#: Clients listed in a hint; a 10,000-client show would repeat them all in every error.
+HINT_CLIENTS = 12
+
+
+def _some_clients(clients: list[ClientDecl]) -> str:
+    shown = ", ".join(f"{c.name} {c.ip}" for c in clients[:HINT_CLIENTS])
+    more = len(clients) - HINT_CLIENTS
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _gpu(name: str) -> str:

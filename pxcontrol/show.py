@@ -7,6 +7,8 @@ instead of a setting that silently never applies.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -176,6 +178,24 @@ class OscSettings(Strict):
     )
 
 
+@dataclass
+class _ClientIndex:
+    clients: list[ClientDecl]
+    count: int
+    by_name: dict[str, ClientDecl]
+    backups: dict[Any, list[ClientDecl]]
+
+    @classmethod
+    def of(cls, clients: list[ClientDecl]) -> _ClientIndex:
+        by_name: dict[str, ClientDecl] = {}
+        backups: dict[Any, list[ClientDecl]] = {}
+        for client in clients:
+            by_name.setdefault(client.name, client)  # the first, as a scan would find
+            for ip in dict.fromkeys(client.backup_for):
+                backups.setdefault(ip, []).append(client)
+        return cls(clients, len(clients), by_name, backups)
+
+
 class ShowFile(Strict):
     director: DirectorSettings = DirectorSettings()
     osc: OscSettings = OscSettings()
@@ -185,7 +205,34 @@ class ShowFile(Strict):
     mappings: list[MappingDecl] = []
 
     def client(self, name: str) -> ClientDecl | None:
-        return next((c for c in self.clients if c.name == name), None)
+        return self._index().by_name.get(name)
+
+    def backups_of(self, ip: Any) -> list[ClientDecl]:
+        """The clients whose backup_for lists this address, in the show's order."""
+        return list(self._index().backups.get(ip, ()))
+
+    def index_clients(self) -> None:
+        """Build the lookups by name and by covered address now: a show loading in its own
+        thread does, so the event loop does not on its first lookup after a reload."""
+        self._index()
+
+    def covered(self) -> list[ClientDecl]:
+        """The clients that some backup covers, in the show's order."""
+        backups = self._index().backups
+        return [c for c in self.clients if c.ip in backups]
+
+    @cached_property
+    def _client_index(self) -> _ClientIndex:
+        return _ClientIndex.of(self.clients)
+
+    def _index(self) -> _ClientIndex:
+        # Looked up per client by the checks, the backup manager and the status: a scan
+        # each time made a 10,000-client show quadratic. Rebuilt if the list was replaced.
+        index = self._client_index
+        if index.clients is not self.clients or index.count != len(self.clients):
+            del self.__dict__["_client_index"]
+            index = self._client_index
+        return index
 
     @property
     def all_modules(self) -> dict[str, ModuleDecl]:

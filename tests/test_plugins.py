@@ -6,16 +6,20 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from typer.testing import CliRunner
 
-from pxcontrol import hookspecs
-from pxcontrol.app import PluginError, collect_module_types, load_show
+from pxcontrol import app as app_module
+from pxcontrol import hookspecs, plugins
+from pxcontrol.app import PluginError, collect_module_types, load_show, load_show_within
 from pxcontrol.catalog import DuplicateModuleType
 from pxcontrol.cli import cli
 from pxcontrol.plugins import DEFAULT_PLUGINS, make_plugin_manager
+from pxcontrol.problems import ShowInvalid
 
 from .conftest import REPO, pxcontrol
 
@@ -232,3 +236,136 @@ def test_an_async_register_hook_is_refused_with_the_reason(write_show):
     result = CliRunner().invoke(cli, ["check", str(path)])
     assert result.exit_code == 1
     assert "register_module_types must be a plain 'def', not 'async def'" in result.output
+
+
+# --- loading a show cannot hang or end the director ---
+
+USES_PROBE = '[modules.P]\ntype = "probe"\n'
+PROBE = """
+from pxcontrol import Module, action, hookimpl
+
+class Probe(Module):
+    @action
+    async def say(self) -> str:
+        return "hi"
+
+@hookimpl
+def register_module_types(register):
+    register(Probe)
+"""
+
+
+@pytest.mark.parametrize(
+    "raises", ['ValueError("boom")', "SystemExit(3)", "KeyboardInterrupt()", 'Odd("odd")']
+)
+def test_a_dropin_that_raises_anything_at_import_is_a_problem_naming_its_line(write_show, raises):
+    source = f"class Odd(BaseException):  # not an Exception\n    pass\n\nraise {raises}\n"
+    path = write_show(USES_PROBE, {"probe.py": PROBE, "bad.py": source})
+    loaded = load_show(path)  # a broken file nobody uses: the show still loads
+    (problem,) = [p for p in loaded.warnings if p.file and p.file.name == "bad.py"]
+    assert problem.line == 4
+    assert f"could not be loaded: {raises.split('(')[0]}" in problem.message
+
+    path.write_text(USES_PROBE.replace("probe", "bad"))
+    with pytest.raises(ShowInvalid) as refused:
+        load_show(path)
+    assert "unknown module type 'bad'" in str(refused.value)
+
+
+REGISTER = """import time
+from pxcontrol import hookimpl
+
+@hookimpl
+def register_module_types(register):
+    {body}
+"""
+
+
+@pytest.mark.parametrize("raises", ["SystemExit(2)", "KeyboardInterrupt()", "RecursionError()"])
+def test_a_register_hook_that_raises_anything_is_an_error_naming_the_file(write_show, raises):
+    path = write_show("", {"bad.py": REGISTER.format(body=f"raise {raises}")})
+    with pytest.raises(ShowInvalid) as refused:
+        load_show(path)
+    (problem,) = refused.value.problems
+    assert problem.file == path.parent / "modules" / "bad.py" and problem.line == 6
+    assert f"failed to register its module types: {raises.split('(')[0]}" in problem.message
+
+
+def test_a_show_nested_1000_deep_is_refused_with_its_line(write_show):
+    path = write_show('[director]\nbind = "127.0.0.1"\nx = ' + "[" * 1000 + "]" * 1000 + "\n")
+    with pytest.raises(ShowInvalid) as refused:
+        load_show(path)
+    (problem,) = refused.value.problems
+    assert (problem.file, problem.line) == (path, 3)
+    assert "nested too deep" in problem.message
+
+
+def test_a_show_file_that_is_a_folder_or_not_utf8_is_refused_plainly(tmp_path):
+    (tmp_path / "folder" / "show.toml").mkdir(parents=True)
+    with pytest.raises(ShowInvalid) as refused:
+        load_show(tmp_path / "folder" / "show.toml")
+    assert "this is a folder, not a show file" in str(refused.value)
+
+    latin = tmp_path / "show.toml"
+    latin.write_bytes('[[clients]]\nname = "Café"\n'.encode("latin-1"))
+    with pytest.raises(ShowInvalid) as refused:
+        load_show(latin)
+    (problem,) = refused.value.problems
+    assert problem.line == 2 and "not UTF-8 text: byte 0xe9 at column 12" in problem.message
+
+
+HANGS_AT_IMPORT = "import time\n\ntime.sleep(3600)  # a device that never answers\n"
+
+
+def test_a_dropin_that_hangs_at_import_is_cut_off_and_not_imported_again(write_show, monkeypatch):
+    monkeypatch.setattr(plugins, "DROPIN_IMPORT_TIMEOUT", 0.3)
+    path = write_show(USES_PROBE, {"probe.py": PROBE, "hang.py": HANGS_AT_IMPORT})
+    loaded = load_show(path)
+    assert type(loaded.pm.get_plugin(str(path.parent / "modules" / "probe.py"))) is ModuleType
+    (problem,) = [p for p in loaded.warnings if p.file and p.file.name == "hang.py"]
+    assert problem.line == 3
+    assert "did not finish importing within 0.3 s (it was at line 3: time.sleep(3600)" in (
+        problem.message
+    )
+    assert "restart the director" in problem.message
+    hung = [t for t in threading.enumerate() if t.name == "import hang.py"]
+
+    again = load_show(path, loaded.dropins)  # the same content: no second thread
+    assert [p.message for p in again.warnings] == [p.message for p in loaded.warnings]
+    assert [t for t in threading.enumerate() if t.name == "import hang.py"] == hung
+
+
+def test_a_load_that_hangs_outside_an_import_is_cut_off_naming_the_file(write_show, monkeypatch):
+    monkeypatch.setattr(app_module, "LOAD_TIMEOUT", 0.5)
+    path = write_show("", {"slow.py": REGISTER.format(body="time.sleep(3600)")})
+    with pytest.raises(ShowInvalid) as refused:
+        load_show_within(path)
+    (problem,) = refused.value.problems
+    assert problem.file == path.parent / "modules" / "slow.py" and problem.line == 6
+    assert "loading the show did not finish within 0.5 s" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("case", "command"),
+    [("nested", "check"), ("register", "check"), ("register", "run"), ("folder", "run")],
+)
+def test_check_and_run_refuse_a_broken_show_plainly(tmp_path, case, command):
+    show = tmp_path / "show.toml"
+    if case == "nested":
+        show.write_text("x = " + "{a = " * 1000 + "}" * 1000 + "\n")
+    elif case == "register":
+        show.write_text("")
+        (tmp_path / "modules").mkdir()
+        (tmp_path / "modules" / "bad.py").write_text(REGISTER.format(body="raise SystemExit(0)"))
+    else:
+        show.mkdir()
+    said = {
+        "nested": "arrays or inline tables are nested too deep to read",
+        "register": "failed to register its module types: SystemExit: 0",
+        "folder": "this is a folder, not a show file",
+    }
+    result = pxcontrol(command, str(tmp_path))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert said[case] in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "nothing was started" in result.stderr

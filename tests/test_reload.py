@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from pxcontrol.app import load_show
+from pxcontrol import app as app_module
+from pxcontrol import plugins
+from pxcontrol.app import App, load_show
 from pxcontrol.detection import ClientState
 from pxcontrol.director import Director
 from pxcontrol.reload import GRACE
@@ -270,3 +273,308 @@ async def test_a_reload_says_what_check_would_warn_about(running: Running, caplo
     message = running.events("show.reloaded")[-1].fields["message"]
     assert "clients added: Playout9" in message and "warning(s), see the director's log" in message
     assert "Playout9" in caplog.text
+
+
+# --- a reload cannot hang or die ---
+
+
+async def saved_and_refused(running: Running, write: Callable[[], None]) -> str:
+    """Make a bad edit; the message of the show.error it raises."""
+    before = len(running.events("show.error"))
+    write()
+    await async_wait_for(lambda: len(running.events("show.error")) > before, what="show.error")
+    return running.events("show.error")[-1].fields["message"]
+
+
+async def saved_and_reloaded(running: Running, write: Callable[[], None]) -> str:
+    before = len(running.events("show.reloaded"))
+    write()
+    await async_wait_for(lambda: len(running.events("show.reloaded")) > before, what="reload")
+    return running.events("show.reloaded")[-1].fields["message"]
+
+
+REGISTER_RAISES = """
+from pxcontrol import hookimpl
+
+@hookimpl
+def register_module_types(register):
+    raise SystemExit(0)
+"""
+
+
+async def test_anything_raised_while_loading_is_a_show_error_and_the_watch_goes_on(
+    running: Running,
+):
+    show, probe = running.show_file, running.folder / "modules" / "probe.py"
+    good_show = show_text("v1", running.port)
+
+    def deep() -> None:
+        show.write_text(good_show + "\n[extra]\nx = " + "[" * 1000 + "]" * 1000 + "\n")
+
+    message = await saved_and_refused(running, deep)
+    line = good_show.count("\n") + 3
+    assert f"show.toml:{line}: error: arrays or inline tables are nested too deep" in message
+
+    def not_utf8() -> None:
+        show.write_bytes(good_show.replace("v1", "Café").encode("latin-1"))
+
+    message = await saved_and_refused(running, not_utf8)
+    line = good_show[: good_show.index("v1")].count("\n") + 1
+    assert f"show.toml:{line}: error: not UTF-8 text: byte 0xe9" in message
+
+    def folder() -> None:
+        show.unlink()
+        show.mkdir()
+
+    assert "error: this is a folder, not a show file" in await saved_and_refused(running, folder)
+    await saved_and_reloaded(running, lambda: (show.rmdir(), show.write_text(good_show)))
+
+    for raises in ("SystemExit(0)", "KeyboardInterrupt()", "ValueError('no SDK')"):
+        message = await saved_and_refused(running, lambda r=raises: probe.write_text(f"raise {r}"))
+        assert f"probe.py:1: warning: could not be loaded: {raises.split('(')[0]}" in message
+        assert "unknown module type 'probe'" in message
+    message = await saved_and_refused(running, lambda: probe.write_text(REGISTER_RAISES))
+    assert "probe.py:6: error: plugin" in message
+    assert "failed to register its module types: SystemExit" in message
+    init_raises = PROBE.replace(
+        "class Probe(Module):\n",
+        "class Probe(Module):\n    def __init__(self, *args, **kwargs):\n        raise SystemExit(5)\n\n",
+    )
+    message = await saved_and_refused(running, lambda: probe.write_text(init_raises))
+    assert f"modules.Probe: Probe(...) could not be made ({probe}:6): SystemExit: 5" in message
+
+    assert await running.last_log_after_event() == "v1 Playout1", "the show ran on untouched"
+    assert (await running.director.app.call("Probe.Say")).result == "v1"
+    await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v2"')))
+    await running.edit(show_text("v2", running.port))
+    assert await running.last_log_after_event() == "v2 Playout1"
+    assert (await running.director.app.call("Probe.Say")).result == "v2"
+
+
+class Ticker:
+    """A task on the director's loop that counts its wake-ups: a blocked loop counts none."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.001)
+            self.ticks += 1
+
+
+async def test_a_dropin_that_hangs_at_import_is_cut_off_and_a_fixed_save_works(
+    running: Running, monkeypatch
+):
+    monkeypatch.setattr(plugins, "DROPIN_IMPORT_TIMEOUT", 0.3)
+    probe = running.folder / "modules" / "probe.py"
+    text_v2 = show_text("v2", running.port)
+    ticker = Ticker()
+    hang = "import time\n\ntime.sleep(3600)\n"
+    message = await saved_and_refused(running, lambda: probe.write_text(hang))
+    assert "probe.py:3: warning: did not finish importing within 0.3 s" in message
+    assert "(it was at line 3: time.sleep(3600))" in message
+    assert "restart the director to end it" in message
+    assert ticker.ticks >= 10, "the loop ran on while the import hung"
+    ticker.task.cancel()
+
+    threads = [t for t in threading.enumerate() if t.name == "import probe.py"]
+    message = await saved_and_refused(running, lambda: running.show_file.write_text(text_v2))
+    assert "probe.py:3: warning: did not finish importing" in message, "said again"
+    assert [t for t in threading.enumerate() if t.name == "import probe.py"] == threads, (
+        "the same file is not imported again: no second thread that never ends"
+    )
+    await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v3"')))
+    assert (await running.director.app.call("Probe.Say")).result == "v3"
+    assert await running.last_log_after_event() == "v2 Playout1"
+
+
+def probe_starting(body: str) -> str:
+    """PROBE whose start() runs `body` (its lines indented by 8)."""
+    return PROBE.replace(
+        "class Probe(Module):\n",
+        f"import asyncio, time\n\nclass Probe(Module):\n    async def start(self) -> None:\n"
+        f"        {body}\n\n",
+    )
+
+
+async def test_a_start_that_hangs_is_cut_off_naming_its_file_and_line(
+    running: Running, monkeypatch
+):
+    monkeypatch.setattr(app_module, "MODULE_START_TIMEOUT", 0.3)
+    probe = running.folder / "modules" / "probe.py"
+    hang = probe_starting("await asyncio.sleep(3600)")
+    line = hang.splitlines().index("        await asyncio.sleep(3600)") + 1
+    message = await saved_and_reloaded(running, lambda: probe.write_text(hang))
+    assert "restarted: Probe" in message
+    status = await async_wait_for(
+        lambda: [e for e in running.events("module.status") if e.fields["module"] == "Probe"],
+        what="Probe's status",
+    )
+    assert status[-1].fields["status"] == "connection_failure"
+    assert status[-1].fields["message"] == (
+        f"start() did not finish within 0.3 s ({probe}:{line}: await asyncio.sleep(3600))"
+    )
+    assert await running.last_log_after_event() == "v1 Playout1", "the director runs on"
+    await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v2"')))
+    assert (await running.director.app.call("Probe.Say")).result == "v2"
+
+
+async def test_a_start_that_swallows_its_cancellation_holds_nobody(write_show, monkeypatch):
+    monkeypatch.setattr(app_module, "MODULE_START_TIMEOUT", 0.2)
+    stubborn = "\n        ".join(
+        [
+            "while True:",
+            "    try:",
+            "        await asyncio.sleep(3600)",
+            "    except asyncio.CancelledError:",
+            "        pass  # carries on",
+        ]
+    )
+    source = probe_starting(stubborn)
+    line = source.splitlines().index("                await asyncio.sleep(3600)") + 1
+    path = write_show('[modules.P]\ntype = "probe"\n', {"probe.py": source})
+    app = App(load_show(path))
+    await asyncio.wait_for(app.start(), 5)  # at start too: the show comes up without it
+    assert "did not finish within 0.2 s" in app.modules["P"].status_message
+    assert f"probe.py:{line}: await asyncio.sleep(3600)" in app.modules["P"].status_message
+    await asyncio.wait_for(app.stop(), 5)
+
+
+async def test_a_start_that_blocks_the_loop_raises_an_alarm_naming_its_file(
+    running: Running, monkeypatch
+):
+    monkeypatch.setattr(app_module, "BLOCKING_STEP", 0.1)
+    probe = running.folder / "modules" / "probe.py"
+    blocking = probe_starting("time.sleep(0.3)  # blocks the whole director")
+    await saved_and_reloaded(running, lambda: probe.write_text(blocking))
+    (alarm,) = [e for e in running.events("alarm") if e.fields["alarm"] == "blocked loop"]
+    assert alarm.fields["module"] == "Probe"
+    assert f"start() of Probe ({probe}) held the event loop for 0.3" in alarm.fields["message"]
+    assert "asyncio.to_thread" in alarm.fields["message"]
+
+
+def many_clients(playouts: int, message: str) -> str:
+    """A show of `playouts` playout clients and one backup for every four."""
+    parts = ['[director]\nheartbeat_port = 0\n\n[modules.Log]\ntype = "log"\n']
+    for i in range(playouts):
+        parts.append(f'[[clients]]\nname = "P{i}"\nip = "10.1.{i // 256}.{i % 256}"\n')
+        parts.append('outputs = ["Output 1"]\n')
+    for j in range(0, playouts, 4):
+        covered = ", ".join(f'"10.1.{i // 256}.{i % 256}"' for i in range(j, min(playouts, j + 4)))
+        parts.append(f'[[clients]]\nname = "B{j}"\nip = "10.2.{j // 256}.{j % 256}"\n')
+        parts.append(f'outputs = ["Output 1"]\nbackup_for = [{covered}]\n')
+    parts.append('[[mappings]]\non = "backup.activated"\ndo = [{ action = "Log.Entry", ')
+    parts.append(f'args = {{ message = "{message}" }} }}]\n')
+    return "".join(parts)
+
+
+class CountedClients(list):
+    """A show's client list that counts how often the director walks it."""
+
+    walks = 0
+
+    def __iter__(self):
+        CountedClients.walks += 1
+        return super().__iter__()
+
+
+async def walks_of_the_client_list(folder: Path, playouts: int, monkeypatch) -> tuple[int, int]:
+    """How often starting a director, reloading the show and taking a status walk the
+    clients; and how often a ticker on the loop woke while the show reloaded."""
+    from pxcontrol import director as director_module
+
+    def counted(loaded):
+        loaded.show.clients = CountedClients(loaded.show.clients)
+        return loaded
+
+    load = app_module.load_show_async
+    monkeypatch.setattr(director_module, "load_show_async", lambda *a: _then(load(*a), counted))
+    path = folder / "show.toml"
+    path.write_text(many_clients(playouts, "v1"))
+    director = Director(counted(load_show(path)), folder / "state", osc_port=0, http_port=0)
+    CountedClients.walks = 0
+    await director.start()
+    try:
+        path.write_text(many_clients(playouts, "v2"))
+        ticker = Ticker()
+        assert await director.reload()
+        ticker.task.cancel()
+        director.status()
+        return CountedClients.walks, ticker.ticks
+    finally:
+        await director.stop()
+
+
+async def _then(awaitable, then):
+    return then(await awaitable)
+
+
+async def test_the_director_walks_its_clients_a_fixed_number_of_times_however_many(
+    tmp_path, monkeypatch
+):
+    """Starting, reloading and a status are linear in the clients: the list is walked the
+    same number of times for 40 or 400 clients (a lookup per client, not a scan)."""
+    (tmp_path / "small").mkdir()
+    (tmp_path / "big").mkdir()
+    small, _ = await walks_of_the_client_list(tmp_path / "small", 40, monkeypatch)
+    big, ticks = await walks_of_the_client_list(tmp_path / "big", 400, monkeypatch)
+    assert small == big, f"{small} walks for 40 playouts, {big} for 400"
+    assert ticks > 0, "the loop ran on while the big show loaded"
+
+
+async def test_a_failure_while_the_new_version_is_applied_is_a_show_error(running: Running):
+    """A module type made once at check and failing when the director makes it for real
+    (a vendor SDK that allows one instance): said as a show.error; the watch goes on."""
+    probe = running.folder / "modules" / "probe.py"
+    once = PROBE.replace(
+        "class Probe(Module):\n",
+        "class Probe(Module):\n    made = 0\n\n    def __init__(self, *args, **kwargs):\n"
+        "        super().__init__(*args, **kwargs)\n        Probe.made += 1\n"
+        "        if Probe.made > 1:\n            raise RuntimeError('one instance only')\n\n",
+    )
+    message = await saved_and_refused(running, lambda: probe.write_text(once))
+    assert "error: applying the new version failed: RuntimeError: one instance only" in message
+    await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v2"')))
+    assert (await running.director.app.call("Probe.Say")).result == "v2"
+
+
+async def test_a_watch_that_fails_is_an_alarm_and_is_tried_again(tmp_path, monkeypatch):
+    """The system refuses the watch (out of inotify watches, the folder unmounted): said once,
+    tried again every second, and edits are live again as soon as it works."""
+    from pxcontrol import reload as reload_module
+
+    real = reload_module.awatch
+    refusals = iter([OSError(28, "inotify watch limit reached")])
+
+    def flaky_awatch(*args, **kwargs):
+        refusal = next(refusals, None)
+        if refusal is not None:
+            raise refusal
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reload_module, "awatch", flaky_awatch)
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "probe.py").write_text(PROBE)
+    (tmp_path / "show.toml").write_text(show_text("v1", 9))
+    director = Director(
+        load_show(tmp_path / "show.toml"), tmp_path / "state", osc_port=0, http_port=0
+    )
+    await director.start()
+    try:
+        watcher = director.watch()
+        alarm = await async_wait_for(
+            lambda: [e for e in director.app.events if e.fields.get("alarm") == "director fault"],
+            what="the alarm",
+        )
+        assert "cannot watch" in alarm[0].fields["message"]
+        assert "inotify watch limit reached" in alarm[0].fields["message"]
+        await asyncio.wait_for(watcher.ready.wait(), 10)  # tried again, and watching
+        (tmp_path / "show.toml").write_text(show_text("v2", 9))
+        await async_wait_for(
+            lambda: [e for e in director.app.events if e.kind == "show.reloaded"],
+            what="the edit picked up",
+        )
+    finally:
+        await director.stop()

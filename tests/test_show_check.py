@@ -311,7 +311,7 @@ def test_a_show_that_uses_the_broken_module_is_refused(write_show):
     code, output = check(path)
     assert code == 1
     assert "modules.Cam.type: unknown module type 'broken'" in output
-    assert "broken.py: warning: could not be loaded" in output
+    assert "broken.py:4: warning: could not be loaded" in output
 
 
 @pytest.mark.parametrize(
@@ -367,3 +367,12 @@ def test_gpu_names_that_differ_only_in_case_and_spacing_are_the_same_gpu(write_s
     path = write_show(GOOD.replace('gpu = "NVIDIA RTX A6000"', 'gpu = "nvidia  rtx a6000"', 1))
     assert GOOD.count('gpu = "NVIDIA RTX A6000"') == 2
     load_show(path)  # no error
+
+
+def test_a_wrong_backup_address_in_a_big_show_lists_some_clients_not_all(write_show):
+    clients = "".join(f'[[clients]]\nname = "P{i}"\nip = "10.0.0.{i}"\n' for i in range(1, 41))
+    backup = '[[clients]]\nname = "B"\nip = "10.0.1.1"\nbackup_for = ["10.9.9.9"]\n'
+    code, output = check(write_show(clients + backup))
+    assert code == 1
+    assert "clients: P1 10.0.0.1, P2 10.0.0.2" in output
+    assert "P12 10.0.0.12 and 29 more" in output and "P13 10.0.0.13" not in output
