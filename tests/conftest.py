@@ -68,16 +68,27 @@ class OscDump:
     def wait_ready(self) -> None:
         """oscdump prints nothing when it is ready: knock until it answers."""
         if self.tcp:
-            wait_for(lambda: _accepts(self.port), what=f"oscdump to listen on TCP {self.port}")
-            return
-        client = SimpleUDPClient("127.0.0.1", self.port)
-        wait_for(
-            lambda: client.send_message("/ready", 1) or any("/ready" in x for x in self.lines),
-            what="oscdump to start",
-        )
+            ready = wait_for(
+                lambda: self.proc.poll() is not None or _accepts(self.port),
+                what=f"oscdump to listen on TCP {self.port}",
+            )
+        else:
+            client = SimpleUDPClient("127.0.0.1", self.port)
+            ready = wait_for(
+                lambda: (
+                    self.proc.poll() is not None
+                    or client.send_message("/ready", 1)
+                    or any("/ready" in x for x in self.lines)
+                ),
+                what="oscdump to start",
+            )
+        if self.proc.poll() is not None:  # it could not start: say why, at once
+            raise AssertionError(f"oscdump on port {self.port} exited: {self.lines[-3:]}")
+        assert ready
 
     def close(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.wait(5)
 
 
@@ -92,10 +103,18 @@ def osc_receiver() -> Iterator[Callable[..., OscDump]]:
     made: list[OscDump] = []
 
     def make(tcp: bool = False) -> OscDump:
-        dump = OscDump(free_port(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM), tcp)
-        made.append(dump)
-        dump.wait_ready()
-        return dump
+        # A port picked free can be taken before oscdump binds it (another suite on the
+        # machine): oscdump then exits ("cannot find free port"); pick again, twice at most.
+        for attempt in range(3):
+            dump = OscDump(free_port(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM), tcp)
+            made.append(dump)
+            try:
+                dump.wait_ready()
+                return dump
+            except AssertionError:
+                if attempt == 2 or dump.proc.poll() is None:
+                    raise  # it runs and does not answer: that is the failure to see
+        raise AssertionError("unreachable")
 
     yield make
     for dump in made:
