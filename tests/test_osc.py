@@ -188,17 +188,19 @@ def test_pushes_reach_a_tcp_feedback_receiver_and_tcp_commands_work(rig: Rig, tc
 def test_replies_come_back_on_the_tcp_connection_in_its_framing(rig: Rig, mode: str):
     client = SimpleTCPClient("127.0.0.1", rig.osc_port, mode=mode)
     try:
+        # get_messages(timeout) collects for the whole timeout: read in short rounds instead.
+        messages: list = []
+
+        def arrived(address: str) -> bool:
+            messages.extend(client.get_messages(timeout=0.1))
+            return any(m.address == address for m in messages)
+
         client.send_message("/pxcontrol/ping", [])
-        (pong,) = list(client.get_messages(timeout=5))
-        assert pong.address == "/pxcontrol/pong"
+        wait_for(lambda: arrived("/pxcontrol/pong"), what="the pong")
+        assert [m.address for m in messages] == ["/pxcontrol/pong"]
+        messages.clear()
         client.send_message("/pxcontrol/status", [])
-        messages = []
-        wait_for(
-            lambda: (
-                messages.extend(client.get_messages(timeout=5))
-                or any(m.address == "/pxcontrol/status/end" for m in messages)
-            )
-        )
+        wait_for(lambda: arrived("/pxcontrol/status/end"), what="the end of the status")
         clients = [m.params[0] for m in messages if m.address == "/pxcontrol/status/client"]
         assert clients == ["Playout1", "Backup1"]
     finally:
