@@ -269,6 +269,24 @@ def test_without_the_token_every_request_and_the_websocket_are_refused(guarded: 
     expect(row(page, "Playout1")).to_have_attribute("data-state", "dry")
 
 
+def test_the_page_shows_the_directors_own_health_and_its_stalls(demo: Rig, page: Page):
+    open_live(page, url(demo))
+    health = page.locator("#director-health")
+    expect(health).to_have_attribute("title", re.compile(r"detector ticking"))
+    expect(health).to_have_attribute("title", re.compile(r"stalled 0 time\(s\)"))
+    director = demo.director
+    assert director is not None
+    director.signal(signal.SIGSTOP)  # the director itself is paused past offline_after
+    time.sleep(1.2)  # the fault: stopped this long
+    director.signal(signal.SIGCONT)
+    expect(page.locator("#alarms")).to_contain_text("stopped for 1.")
+    expect(health).to_have_attribute("title", re.compile(r"stalled 1 time\(s\)"))
+    # The worst lag of the last 10 s is shown in red, while the detector ticks on.
+    expect(health).to_have_text(re.compile(r"director loop lag 1\d{3} ms"))
+    expect(health).to_have_class("health bad")
+    expect(health).to_have_attribute("title", re.compile(r"detector ticking"))
+
+
 def test_the_page_reconnects_by_itself_when_the_director_restarts(demo: Rig, page: Page):
     open_live(page, url(demo))
     page.evaluate("window.notReloaded = true")

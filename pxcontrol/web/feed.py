@@ -34,6 +34,7 @@ PERFORMANCE_EVERY = 0.5  # seconds: agents measure at this rate too
 SWEEP = 50  # rows revisited per performance tick, in case a change raised no event
 BACKLOG = 300  # events a page gets on connect
 BEHIND = 1000  # events waiting for one page: past this it gets the whole state again
+DETECTOR_LATE_MS = 500  # a detector that has not ticked for this long is shown as stopped
 SERVICE_RESTART = 1012  # close code: the director stops; the page reconnects
 NEW_SHOW = ("show.reloaded", "show.loaded")  # rows may have come or gone: send everything
 MODULE_KINDS = ("module.status", *NEW_SHOW)
@@ -110,8 +111,27 @@ class Feed:
             f'{{"type": "status", "time": {time.time()!r}, "status": {{"file": '
             f'{json.dumps(str(self.director.loaded.path))}, "epoch": {parts["epoch"]}, '
             f'"clients": [{rows}], "modules": {parts["modules"]}}}, "calls": {parts["calls"]}, '
-            f'"figures": {_dumps(figures)}}}'
+            f'"figures": {_dumps(figures)}, "director": {self._health()}}}'
         )
+
+    def _health(self) -> str:
+        """The director's own health as the page shows it: rounded, so that it is pushed
+        when it changes for a person, not at every tick of the detector."""
+        health = self.director.health()
+        age = health.detector_tick_age_ms
+        text = _dumps(
+            {
+                "loop_lag_ms": round(health.loop_lag_ms),
+                "detector_ticking": age is not None and age < DETECTOR_LATE_MS,
+                "detector_tick_age_s": None if age is None else round(age / 1000, 1),
+                "state_queue": health.state_queue,
+                "events_shed": health.events_shed,
+                "stalls": health.stalls,
+                "restarts": health.restarts,
+            }
+        )
+        self._sent["director"] = text
+        return text
 
     def backlog(self) -> str:
         return f'{{"type": "log", "events": [{", ".join(self.recent)}]}}'
@@ -196,8 +216,12 @@ class Feed:
             if not self.subscribers:
                 continue
             moved = self.board.figures_moved()
+            before = self._sent.get("director")
+            health = self._health()
             for subscriber in self.subscribers:
                 subscriber.figures.update(moved)
+                if health != before:
+                    subscriber.parts["director"] = health
             self.board.sweep(SWEEP)
             self._schedule()
 

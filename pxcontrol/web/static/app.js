@@ -96,7 +96,8 @@ function receive(message) {
 
 // --- the show's state, as the director sends it ---
 
-function applyStatus({ status, calls, figures }) {
+function applyStatus({ status, calls, figures, director }) {
+  renderHealth(director);
   page.status = { file: status.file, epoch: status.epoch, modules: status.modules };
   page.clients = new Map(status.clients.map((c) => [c.name, c]));
   page.order = new Map(status.clients.map((c, i) => [c.name, i]));
@@ -134,10 +135,28 @@ function applyUpdate(message) {
   if (message.events) addEvents(message.events);
   if (message.modules) renderModules(message.modules);
   if (message.calls) renderCalls(message.calls);
+  if (message.director) renderHealth(message.director);
   if (message.epoch != null && page.status) {
     page.status.epoch = message.epoch;
     $("#epoch").textContent = message.epoch;
   }
+}
+
+// The director's own health: is it judging? (docs/backup.md, "The director's own health")
+function renderHealth(h) {
+  const el = $("#director-health");
+  if (!h) return;
+  const problems = [];
+  if (!h.detector_ticking) problems.push(h.detector_tick_age_s == null ? "detector not started" : `detector stopped ${h.detector_tick_age_s} s ago`);
+  // Half a second is where a blocked loop starts to delay decisions that operators feel.
+  if (h.loop_lag_ms >= 500) problems.push(`loop lag ${h.loop_lag_ms} ms`);
+  if (h.state_queue >= 1000) problems.push(`${h.state_queue} events waiting for the disk`);
+  if (h.events_shed) problems.push(`${h.events_shed} events not logged`);
+  $("b", el).textContent = problems.length ? problems.join(", ") : "OK";
+  el.classList.toggle("bad", problems.length > 0);
+  el.title = `the director's own health: event loop lag ${h.loop_lag_ms} ms (worst in 10 s), detector ` +
+    `${h.detector_ticking ? "ticking" : "not ticking"}, ${h.state_queue} event(s) waiting to be written, ` +
+    `${h.events_shed} shed, stalled ${h.stalls} time(s), ${h.restarts} fault(s) restarted`;
 }
 
 function rowFigures(c) {
