@@ -9,6 +9,7 @@ when its health changes, as an agent does.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +18,10 @@ import pytest
 
 from pxcontrol.testing import Rig, wait_for
 
-from .conftest import OscDump
+from .conftest import OscDump, pxcontrol
 from .heartbeat_sender import Sender
+
+WIDE = {**os.environ, "COLUMNS": "200"}  # the table's cells unwrapped
 
 SHOW = """
 [director]
@@ -157,6 +160,11 @@ def test_a_failed_backup_refuses_with_the_checks_words_until_it_recovers(
         '/pxcontrol/status/client sssffiss "Backup1" "failed" "Backup1" 10.000000 20.000000 1 '
         '"tcp 127.0.0.1:1400" "connection refused"'
     )
+    status = pxcontrol(
+        "status", "--client", "Backup1", "--director", f"127.0.0.1:{rig.osc_port}", env=WIDE
+    )
+    assert status.returncode == 0, status.stderr
+    assert "failed (tcp 127.0.0.1:1400: connection refused)" in status.stdout, status.stdout
     # The stimulus: a second failure well apart from the first (failed_together is 25 ms);
     # two of two clients failing together would be a mass failure.
     time.sleep(0.1)
