@@ -206,8 +206,8 @@ class Director:
         for playout, backup in moved.items():
             if self.backup.plays_on(playout) != backup:
                 continue  # moved since
-            if self.live.state(backup) is ClientState.OFFLINE:
-                continue  # seen before the restart and silent since: client_offline said so
+            if self.live.state(backup) in (ClientState.OFFLINE, ClientState.FAILED):
+                continue  # silent since the restart, or failed: client_offline/_failed said so
             if self.live.state(backup) is not ClientState.ONLINE:
                 self.app.emit(
                     "alarm",

@@ -211,6 +211,8 @@ class LiveSystems:
 
     def _every(self) -> float:
         every = self.detector.check_every
+        if not self.detector.undecided:
+            return every
         due = self.detector.due_in(self._clock())  # a failed client's takeover, judged on time
         return every if due is None else min(every, due)
 
