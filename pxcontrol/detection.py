@@ -26,7 +26,7 @@ class ClientState(enum.StrEnum):
 HEARD = frozenset({ClientState.ONLINE, ClientState.FAILED})
 
 
-class FailedCheck(Protocol):
+class ReportedFailure(Protocol):
     """What an agent reports of a failed check (pxcontrol.heartbeat.FailedCheck)."""
 
     @property
@@ -81,7 +81,7 @@ class ClientWatch:
     late: bool = False
     seen_online: bool = False  # since the director started: the startup guard
     guarded: bool = False  # went silent in a mass failure: no automatic takeover
-    failed: FailedCheck | None = None  # the check its latest heartbeat says failed
+    failed: ReportedFailure | None = None  # the check its latest heartbeat says failed
     failed_at: float | None = None  # when it turned FAILED
     seen_healthy: bool = False  # online with every check passing, since the director started
 
@@ -175,7 +175,7 @@ class Detector:
                     changes.extend(self._judge_failure(self.clients[name], now))
         return changes
 
-    def health(self, name: str, failed: FailedCheck | None, now: float) -> list[Change]:
+    def health(self, name: str, failed: ReportedFailure | None, now: float) -> list[Change]:
         """What a heartbeat from `name` said of its checks: `failed` (None: all healthy).
 
         Call it for every heartbeat, after heard(): it costs a comparison when nothing
