@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pxcontrol.detection import ClientState
+from pxcontrol.heartbeat import FailedCheck
 from pxcontrol.show import ClientDecl, ShowFile
 from pxcontrol.state import SavedState, StateNotSaved, StateStore
 
@@ -114,6 +115,15 @@ class Decision:
     )
 
 
+#: Refusals of an automatic takeover that a backup becoming ready can end: it waits for one.
+WAITS_FOR = ("backup offline", "backup busy", "backup failed")
+
+
+def _words(failed: FailedCheck) -> str:
+    """A failed check as people read it: its name, then the agent's words."""
+    return f"{failed.check!r}: {failed.message}" if failed.message else repr(failed.check)
+
+
 class Refused(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -130,6 +140,8 @@ class BackupManager:
         state_of: Callable[[str], ClientState],
         emit: Emit,
         announce: Callable[[int, dict | None], Awaitable[None] | None] | None = None,
+        failed_of: Callable[[str], FailedCheck | None] = lambda name: None,
+        gpu_mismatch_of: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         self.show = show
         self._by_name = {c.name: c for c in show.clients}
@@ -143,8 +155,10 @@ class BackupManager:
         self._state_of = state_of
         self._emit = emit
         self._announce = announce
+        self._failed_of = failed_of  # the check that failed on a FAILED client
+        self._gpu_mismatch_of = gpu_mismatch_of  # why its real GPU is not the show's, or None
         self.lock = asyncio.Lock()
-        self.waiting: set[str] = set()  # offline, automatic, no backup was ready
+        self.waiting: set[str] = set()  # offline or failed, automatic, no backup was ready
 
     @property
     def placement(self) -> PlacementMap:
@@ -366,7 +380,8 @@ class BackupManager:
             return Decision(True, f"automatic backup for {name} is {state}", self.epoch)
 
     def wants_takeover(self, name: str) -> bool:
-        """Does the show want this client taken over automatically if it goes offline now?
+        """Does the show want this client taken over automatically if it goes offline or
+        fails now?
 
         It has a backup, automatic backup is on for it, and its outputs play at home.
         """
@@ -380,6 +395,19 @@ class BackupManager:
 
     async def client_offline(self, name: str, eligible: bool, why_not: str) -> None:
         """The detector declared a client offline: take over automatically if the show says so."""
+        await self._lost(name, eligible, why_not, "went offline")
+
+    async def client_failed(self, name: str, eligible: bool, why_not: str) -> None:
+        """The detector judged a failed client (its show stopped, its machine runs on): the
+        same rule as offline. A client that recovered before it was judged is left alone."""
+        failed = self._failed_of(name)
+        if failed is None:
+            return
+        await self._lost(name, eligible, why_not, f"failed its check {_words(failed)}")
+
+    async def _lost(self, name: str, eligible: bool, why_not: str, how: str) -> None:
+        """A client stopped playing (`how`: what happened): one rule for "would a backup
+        take it over now", whether it went silent or its checks failed."""
         client = self.show.client(name)
         if client is None:
             return
@@ -389,7 +417,7 @@ class BackupManager:
                 "alarm",
                 client=name,
                 alarm="backup lost",
-                message=f"backup {name} went offline while playing the outputs of {carried}",
+                message=f"backup {name} {how} while playing the outputs of {carried}",
             )
         if not self.wants_takeover(name):
             return
@@ -410,15 +438,15 @@ class BackupManager:
         try:
             self._choose_backup(self.client(name))
         except Refused as refused:
-            return refused.reason in ("backup offline", "backup busy")
+            return refused.reason in WAITS_FOR
         return False
 
     async def retry_waiting(self) -> None:
-        """A client came online or a backup was freed: take over, automatically, the
-        offline clients whose automatic takeover found no backup ready."""
+        """A client came online or recovered, or a backup was freed: take over, automatically,
+        the offline or failed clients whose automatic takeover found no backup ready."""
         for name in sorted(self.waiting):
             if (
-                self._state_of(name) is not ClientState.OFFLINE
+                self._state_of(name) not in (ClientState.OFFLINE, ClientState.FAILED)
                 or self.plays_on(name) != name
                 or not self.wants_takeover(name)
             ):
@@ -438,6 +466,7 @@ class BackupManager:
         where = self.plays_on(playout.name)
         if where != playout.name:
             raise Refused("already taken over", f"{playout.name} already plays on {where}")
+        self._check_gpu(playout)
         refusal: Refused | None = None
         for backup in backups:
             try:
@@ -449,6 +478,12 @@ class BackupManager:
 
     def _check_backup(self, playout: ClientDecl, backup: ClientDecl) -> Transfer:
         state = self._state_of(backup.name)
+        if state is ClientState.FAILED:
+            failed = self._failed_of(backup.name)
+            words = _words(failed) if failed is not None else "(no detail)"
+            raise Refused(
+                "backup failed", f"backup {backup.name} failed its check {words}; nothing can move"
+            )
         if state is not ClientState.ONLINE:
             raise Refused("backup offline", f"backup {backup.name} is {state}: nothing can move")
         busy = self.carrying(backup.name)
@@ -464,7 +499,15 @@ class BackupManager:
                 f"none of {playout.name}'s outputs or live inputs has a same-named "
                 f"counterpart on {backup.name}",
             )
+        self._check_gpu(backup)
         return transfer
+
+    def _check_gpu(self, client: ClientDecl) -> None:
+        """A takeover onto or from a machine whose real GPU is not the show's would be refused
+        by the media server (Pixera takes over only between equal GPU names)."""
+        mismatch = self._gpu_mismatch_of(client.name)
+        if mismatch is not None:
+            raise Refused("gpu mismatch", f"{mismatch}: no takeover onto or from {client.name}")
 
     def _check_move(self, playout: ClientDecl, to: ClientDecl, source: str) -> None:
         if to.name == source:
@@ -476,11 +519,21 @@ class BackupManager:
                 "its backups can play its outputs",
             )
         state = self._state_of(to.name)
+        if state is ClientState.FAILED:
+            failed = self._failed_of(to.name)
+            words = _words(failed) if failed is not None else "(no detail)"
+            raise Refused(
+                "target failed",
+                f"{to.name} failed its check {words}; move outputs only to a healthy client",
+            )
         if state is not ClientState.ONLINE:
             raise Refused(
                 "target offline",
                 f"{to.name} is {state}: move outputs only to a client that is online",
             )
+        if source == playout.name:  # from home to a backup: a takeover from the playout
+            self._check_gpu(playout)
+        self._check_gpu(to)
         if to.name != playout.name:
             busy = self.carrying(to.name)
             if busy is not None:

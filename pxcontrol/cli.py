@@ -460,14 +460,17 @@ def status(
     table = Table(title=f"director {where}")
     for column in ("client", "state", "outputs play on", "cpu %", "memory %"):
         table.add_column(column)
-    colours = {"online": "green", "offline": "red", "dry": "dim"}
+    colours = {"online": "green", "offline": "red", "failed": "bold red", "dry": "dim"}
     for name, state, plays_on, cpu, memory, *more in rows:
         plays = Text(str(plays_on), style="" if plays_on == name else "magenta")
         if more and not more[0]:  # `confirmed`, appended after the first five
             plays.append(f" (announced, not yet confirmed by {plays_on})", style="bold yellow")
+        shown = Text(str(state), style=colours.get(str(state), ""))
+        if len(more) >= 3 and more[1]:  # the failed check and why, appended after `confirmed`
+            shown.append(f" ({more[1]}: {more[2]})" if more[2] else f" ({more[1]})", style="red")
         table.add_row(
             Text(str(name)),
-            Text(str(state), style=colours.get(str(state), "")),
+            shown,
             plays,
             "–" if cpu < 0 else f"{cpu:.0f}",
             "–" if memory < 0 else f"{memory:.0f}",

@@ -12,12 +12,28 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class ClientState(enum.StrEnum):
     DRY = "dry"  # declared, never heard from
     ONLINE = "online"
     OFFLINE = "offline"
+    FAILED = "failed"  # heard, but its latest heartbeat says one of its checks failed
+
+
+#: States of a client whose agent is heard: its silence is judged the same way in both.
+HEARD = frozenset({ClientState.ONLINE, ClientState.FAILED})
+
+
+class ReportedFailure(Protocol):
+    """What an agent reports of a failed check (pxcontrol.heartbeat.FailedCheck)."""
+
+    @property
+    def check(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,11 @@ class Timing:
     offline_after: float
     online_after: float
     mass_failure_guard: float
+    #: Checks reported failed within this of each other failed together. A failed client's
+    #: takeover waits this long, so that a crash of many players at once (one cause: a bad
+    #: file, a network share, an operator) is seen as one before any of them is taken over.
+    #: An agent notices a process exit within 20 ms: this covers that spread and some jitter.
+    failed_together: float = 0.025
 
     @property
     def stall_after(self) -> float:
@@ -60,21 +81,31 @@ class ClientWatch:
     late: bool = False
     seen_online: bool = False  # since the director started: the startup guard
     guarded: bool = False  # went silent in a mass failure: no automatic takeover
+    failed: ReportedFailure | None = None  # the check its latest heartbeat says failed
+    failed_at: float | None = None  # when it turned FAILED
+    seen_healthy: bool = False  # online with every check passing, since the director started
 
 
 @dataclass(frozen=True)
 class Change:
     """Something the detector decided; the director turns these into events."""
 
-    kind: str  # "online", "offline", "late", "on_time", "mass_failure", "stalled"
+    # "online", "offline", "late", "on_time", "mass_failure", "stalled", "failed",
+    # "recovered", "failed_decision"
+    kind: str
     client: str  # "" for "stalled": the director itself
     at: float
-    # for "offline": may a backup take over automatically?
+    # for "offline" and "failed_decision": may a backup take over automatically?
     eligible: bool = False
     why_not: str = ""
     clients: tuple[str, ...] = ()  # for "mass_failure": who dropped together
     # for "mass_failure": how far apart their last heartbeats arrived; for "stalled": the gap
     seconds: float = 0.0
+    # for "failed": which check failed and the agent's words; for "mass_failure": True when
+    # the clients failed their checks together (heard, not silent)
+    check: str = ""
+    message: str = ""
+    by_checks: bool = False
 
 
 @dataclass
@@ -82,6 +113,9 @@ class Detector:
     timing: Timing
     clients: dict[str, ClientWatch] = field(default_factory=dict)
     last_check: float | None = None  # when check() last ran: a long gap is a stall
+    # FAILED clients → when they failed; and those whose takeover is not yet judged
+    failing: dict[str, float] = field(default_factory=dict)
+    undecided: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def for_clients(cls, timing: Timing, names: Iterable[str]) -> Detector:
@@ -99,12 +133,9 @@ class Detector:
         watch.last_heard = now
         if watch.late:
             watch.late = False
-            if watch.state is ClientState.ONLINE:
+            if watch.state in HEARD:
                 changes.append(Change("on_time", name, now))
-        if (
-            watch.state is not ClientState.ONLINE
-            and now - watch.steady_since >= self.timing.online_after
-        ):
+        if watch.state not in HEARD and now - watch.steady_since >= self.timing.online_after:
             changes.extend(self._online(watch, now))
         return changes
 
@@ -125,7 +156,7 @@ class Detector:
             if watch.last_heard is None:
                 continue
             silence = now - watch.last_heard
-            if watch.state is not ClientState.ONLINE:
+            if watch.state not in HEARD:
                 if silence >= self.timing.offline_after:
                     watch.steady_since = None  # a returning client starts its run again
                     if watch.state is ClientState.DRY:
@@ -138,6 +169,96 @@ class Detector:
             elif silence >= self.timing.late_after and not watch.late:
                 watch.late = True
                 changes.append(Change("late", watch.name, now))
+        if self.undecided:
+            for name, failed_at in list(self.undecided.items()):
+                if now - failed_at >= self.timing.failed_together:
+                    changes.extend(self._judge_failure(self.clients[name], now))
+        return changes
+
+    def health(self, name: str, failed: ReportedFailure | None, now: float) -> list[Change]:
+        """What a heartbeat from `name` said of its checks: `failed` (None: all healthy).
+
+        Call it for every heartbeat, after heard(): it costs a comparison when nothing
+        changed. Only a client that is heard (online) turns FAILED; silence wins over
+        it, and a client coming back online with a failed check turns FAILED then.
+        """
+        watch = self.clients[name]
+        was, watch.failed = watch.failed, failed
+        if (was is None) == (failed is None) or watch.state not in HEARD:
+            return []  # no change, or judged when it is online again (_online)
+        if failed is not None:
+            return self._failed(watch, now)
+        watch.state = ClientState.ONLINE
+        watch.seen_healthy = True
+        watch.guarded = False  # a new failure is judged afresh
+        self._not_failing(watch)
+        return [Change("recovered", name, now)]
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until a failed client's takeover is to be judged (None: none waits)."""
+        if not self.undecided:
+            return None
+        first = min(self.undecided.values())
+        return max(0.0, first + self.timing.failed_together - now)
+
+    def forget(self, name: str) -> None:
+        """A client removed from the show."""
+        self.clients.pop(name, None)
+        self.failing.pop(name, None)
+        self.undecided.pop(name, None)
+
+    def _failed(self, watch: ClientWatch, now: float) -> list[Change]:
+        assert watch.failed is not None
+        watch.state = ClientState.FAILED
+        watch.failed_at = now
+        self.failing[watch.name] = now
+        self.undecided[watch.name] = now
+        failed = watch.failed
+        return [Change("failed", watch.name, now, check=failed.check, message=failed.message)]
+
+    def _not_failing(self, watch: ClientWatch) -> None:
+        watch.failed_at = None
+        self.failing.pop(watch.name, None)
+        self.undecided.pop(watch.name, None)
+
+    def _judge_failure(self, watch: ClientWatch, now: float) -> list[Change]:
+        """May a backup take over this failed client? Judged `failed_together` after it
+        failed, with every client that failed together with it known by then."""
+        del self.undecided[watch.name]
+        assert watch.failed_at is not None
+        changes: list[Change] = []
+        if not watch.guarded:
+            window = self.timing.failed_together
+            dropped = [watch.name] + [
+                n
+                for n, at in self.failing.items()
+                if n != watch.name and abs(at - watch.failed_at) <= window
+            ]
+            watched = len(dropped) + sum(
+                1 for w in self.clients.values() if w.state in HEARD and w.name not in dropped
+            )
+            if len(dropped) > 1 and len(dropped) / watched > self.timing.mass_failure_guard:
+                for name in dropped:
+                    self.clients[name].guarded = True
+                at = [self.failing[n] for n in dropped]
+                changes.append(
+                    Change(
+                        "mass_failure",
+                        watch.name,
+                        now,
+                        clients=tuple(dropped),
+                        seconds=max(at) - min(at),
+                        by_checks=True,
+                    )
+                )
+        if watch.guarded:
+            why = "mass failure guard: many clients failed their checks at once"
+            changes.append(Change("failed_decision", watch.name, now, why_not=why))
+        elif not watch.seen_healthy:
+            why = "startup guard: not seen healthy since the director started"
+            changes.append(Change("failed_decision", watch.name, now, why_not=why))
+        else:
+            changes.append(Change("failed_decision", watch.name, now, eligible=True))
         return changes
 
     @property
@@ -150,7 +271,12 @@ class Detector:
         watch.seen_online = True
         watch.guarded = False
         watch.late = False
-        return [Change("online", watch.name, now)]
+        changes = [Change("online", watch.name, now)]
+        if watch.failed is not None:  # heard steadily, its show not playing
+            changes.extend(self._failed(watch, now))
+        else:
+            watch.seen_healthy = True
+        return changes
 
     def _rebase(self, now: float) -> None:
         """After a stall, silence starts now: nobody is offline for the director's own pause."""
@@ -166,9 +292,7 @@ class Detector:
         if not watch.guarded:
             dropped = self._dropped_together(watch, now)
             watched = len(dropped) + sum(
-                1
-                for w in self.clients.values()
-                if w.state is ClientState.ONLINE and w.name not in dropped
+                1 for w in self.clients.values() if w.state in HEARD and w.name not in dropped
             )
             share = len(dropped) / watched  # never zero: `dropped` holds this client
             if len(dropped) > 1 and share > self.timing.mass_failure_guard:
@@ -187,6 +311,8 @@ class Detector:
         watch.state = ClientState.OFFLINE
         watch.steady_since = None
         watch.late = False
+        watch.failed = None  # silence wins: its checks are unknown until it is heard again
+        self._not_failing(watch)
         if watch.guarded:
             why = "mass failure guard: many clients dropped at once (the director's network?)"
             changes.append(Change("offline", watch.name, now, eligible=False, why_not=why))
@@ -215,4 +341,7 @@ class Detector:
                 and now - w.last_heard >= self.timing.late_after
             ):
                 dropped.append(w.name)
+        for name, failed_at in self.failing.items():  # failed their checks at that moment
+            if name not in dropped and abs(failed_at - going.last_heard) <= self.timing.together:
+                dropped.append(name)
         return dropped

@@ -58,7 +58,13 @@ class Director:
         show = loaded.show
         secret = show.director.secret.encode() if show.director.secret else None
         self.live = LiveSystems(
-            show, self.app.emit, self._client_offline, secret, clock, self._would_take_over
+            show,
+            self.app.emit,
+            self._client_offline,
+            secret,
+            clock,
+            self._would_take_over,
+            on_failed=self._client_failed,
         )
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show), self.store)
@@ -91,7 +97,14 @@ class Director:
         self.app.events.listen(self._maybe_retry)
         self.app.events.listen(self._remember_online)
         self.backup = BackupManager(
-            self.show, saved, self.store, self.live.state, self.app.emit, self.live.announce
+            self.show,
+            saved,
+            self.store,
+            self.live.state,
+            self.app.emit,
+            self.live.announce,
+            failed_of=self.live.failed,
+            gpu_mismatch_of=self.live.gpu_mismatch,
         )
         self.live.confirmations.restore(self.app.events, self.backup.epoch)
         self.mappings.attach()
@@ -193,8 +206,8 @@ class Director:
         for playout, backup in moved.items():
             if self.backup.plays_on(playout) != backup:
                 continue  # moved since
-            if self.live.state(backup) is ClientState.OFFLINE:
-                continue  # seen before the restart and silent since: client_offline said so
+            if self.live.state(backup) in (ClientState.OFFLINE, ClientState.FAILED):
+                continue  # silent since the restart, or failed: client_offline/_failed said so
             if self.live.state(backup) is not ClientState.ONLINE:
                 self.app.emit(
                     "alarm",
@@ -398,11 +411,16 @@ class Director:
         assert self.backup is not None
         await self.backup.client_offline(name, eligible, why_not)
 
+    async def _client_failed(self, name: str, eligible: bool, why_not: str) -> None:
+        assert self.backup is not None
+        await self.backup.client_failed(name, eligible, why_not)
+
     def _maybe_retry(self, event: Event) -> None:
-        """A client online, or a backup freed: an automatic takeover that waited may go."""
+        """A client online or recovered, or a backup freed: an automatic takeover that waited
+        may go."""
         if self.backup is None or not self.backup.waiting:
             return
-        if event.kind in ("client.online", "backup.moved"):
+        if event.kind in ("client.online", "client.recovered", "backup.moved"):
             task = asyncio.get_running_loop().create_task(
                 self.backup.retry_waiting(), name="retry automatic takeovers"
             )

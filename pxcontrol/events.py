@@ -15,6 +15,8 @@ KINDS: dict[str, str] = {
     "client.online": "a client's heartbeats are steady again",
     "client.offline": "a client's heartbeats stopped for offline_after",
     "client.late": "a client's heartbeats are late (late = true) or on time again (late = false)",
+    "client.failed": "a client is heard but one of its checks failed: its show is not playing",
+    "client.recovered": "every check of a failed client passes again",
     "backup.activated": "a takeover happened",
     "backup.moved": "outputs moved with 'move to'",
     "backup.failed": "a takeover or move could not happen",
@@ -39,6 +41,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "client.online": ("client", "ip"),
     "client.offline": ("client", "ip", "automatic", "why_not"),
     "client.late": ("client", "ip", "late"),
+    "client.failed": ("client", "ip", "check", "message"),
+    "client.recovered": ("client", "ip"),
     "backup.activated": (
         "client", "backup", "outputs", "live_inputs", "unmatched", "reason", "by", "epoch",
     ),
@@ -69,7 +73,7 @@ SAMPLES: dict[str, Any] = {
     "restored": "", "heartbeat_port": 7401, "osc_port": 7400, "web_port": 7480, "module": "Log", "status": "ok", "source": "api", "mapping": "mappings[0]",
     "event_seq": 1, "ok": True, "actions": [], "level": "info",
     "seq": 1, "time": 0.0, "kind": "backup.activated",
-    "plays_on": "Backup1", "after": 0.012, "alarmed": False,
+    "plays_on": "Backup1", "after": 0.012, "alarmed": False, "check": "process Pixera.exe",
 }  # fmt: skip
 
 

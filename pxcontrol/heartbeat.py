@@ -24,6 +24,13 @@ HEARTBEAT_BUDGET = 1400  # one unfragmented datagram on any show network
 M = TypeVar("M", bound=BaseModel)
 
 
+class FailedCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    check: str
+    message: str
+
+
 class Heartbeat(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,6 +46,7 @@ class Heartbeat(BaseModel):
     memory: float | None = None
     gpu: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
+    failed: FailedCheck | None = None
 
 
 class Placement(BaseModel):

@@ -26,6 +26,7 @@ from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timi
 from pxcontrol.heartbeat import (
     HEARTBEAT,
     PLACEMENT,
+    FailedCheck,
     Heartbeat,
     Placement,
     WireError,
@@ -34,7 +35,8 @@ from pxcontrol.heartbeat import (
 )
 from pxcontrol.osc_transport import raise_receive_buffer
 from pxcontrol.replay import Runs
-from pxcontrol.show import ShowFile
+from pxcontrol.rules import same_gpu
+from pxcontrol.show import ClientDecl, ShowFile
 from pxcontrol.status import summarise_names
 from pxcontrol.supervisor import Supervisor
 
@@ -59,6 +61,21 @@ class ClientLive:
     gpu: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     heard_at: float | None = None  # wall clock, for people
+    gpu_declared: str | None = None  # the show's `gpu` for this client
+    gpu_reported: str | None = None  # the GPU name its agent reports (NVML), if any
+    gpu_alarmed: str | None = None  # the agent run (boot) whose GPU mismatch was raised
+
+    @classmethod
+    def of(cls, decl: ClientDecl) -> ClientLive:
+        return cls(decl.name, str(decl.ip), gpu_declared=decl.gpu)
+
+    @property
+    def gpu_mismatch(self) -> str | None:
+        """Why this machine's GPU is not the one the show declares, or None."""
+        declared, reported = self.gpu_declared, self.gpu_reported
+        if not declared or reported is None or same_gpu(declared, reported):
+            return None
+        return f"{self.name}'s agent reports GPU {reported!r}, the show declares {declared!r}"
 
 
 class LiveSystems:
@@ -70,17 +87,19 @@ class LiveSystems:
         secret: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
         auto_for: Callable[[str], bool] = lambda name: False,
+        on_failed: Callable[[str, bool, str], Awaitable[None]] | None = None,
     ) -> None:
         d = show.detection
         self.timing = Timing(
             d.heartbeat_interval, d.offline_after, d.online_after, d.mass_failure_guard
         )
         self.detector = Detector.for_clients(self.timing, [c.name for c in show.clients])
-        self.clients = {c.name: ClientLive(c.name, str(c.ip)) for c in show.clients}
+        self.clients = {c.name: ClientLive.of(c) for c in show.clients}
         self.drops: collections.Counter[str] = collections.Counter()
         self.heartbeats = 0
         self._emit = emit
         self._on_offline = on_offline
+        self._on_failed = on_failed
         self._secret = secret
         self._clock = clock
         self._auto_for = auto_for
@@ -90,7 +109,8 @@ class LiveSystems:
         self._loop: asyncio.AbstractEventLoop | None = None
         # The reading thread and the loop both touch the detector: one at a time.
         self._lock = threading.Lock()
-        self._decisions: asyncio.Queue[tuple[str, bool, str]] = asyncio.Queue()
+        # (client, eligible, why_not, failed): offline and failed clients, in the detector's order
+        self._decisions: asyncio.Queue[tuple[str, bool, str, bool]] = asyncio.Queue()
         self.notices_dropped = 0  # placement notices the kernel would not take at once
         self.stalls = 0  # times the director itself was found stopped
         self._stalled_at: float | None = None  # when the reading thread last found one
@@ -123,12 +143,13 @@ class LiveSystems:
             for client in show.clients:
                 if client.name in self.clients:
                     self.clients[client.name].ip = str(client.ip)
+                    self.clients[client.name].gpu_declared = client.gpu
                 else:
-                    self.clients[client.name] = ClientLive(client.name, str(client.ip))
+                    self.clients[client.name] = ClientLive.of(client)
                     self.detector.clients[client.name] = ClientWatch(client.name)
             for name in [n for n in self.clients if n not in names]:
                 del self.clients[name]
-                self.detector.clients.pop(name, None)
+                self.detector.forget(name)
 
     def remember_seen(self, names: Iterable[str], now: float | None = None) -> None:
         """Clients seen online before the director (re)started: their silence counts from
@@ -140,6 +161,7 @@ class LiveSystems:
                 watch = self.detector.clients.get(name)
                 if watch is not None and watch.last_heard is None:
                     watch.seen_online = True
+                    watch.seen_healthy = True  # as far as we know: it played before
                     watch.last_heard = at
 
     def state(self, name: str) -> ClientState:
@@ -149,6 +171,18 @@ class LiveSystems:
     def late(self, name: str) -> bool:
         watch = self.detector.clients.get(name)
         return bool(watch and watch.late)
+
+    def failed(self, name: str) -> FailedCheck | None:
+        """The check that failed on a FAILED client, as its agent reported it; else None."""
+        watch = self.detector.clients.get(name)
+        if watch is None or watch.state is not ClientState.FAILED:
+            return None
+        return watch.failed  # type: ignore[return-value]  # what _datagram gave it
+
+    def gpu_mismatch(self, name: str) -> str | None:
+        """Why the GPU a client's agent reports differs from the show's, or None."""
+        client = self.clients.get(name)
+        return None if client is None else client.gpu_mismatch
 
     # --- lifecycle ---
 
@@ -176,7 +210,11 @@ class LiveSystems:
         supervisor.start("offline decisions", self._decide)
 
     def _every(self) -> float:
-        return self.detector.check_every
+        every = self.detector.check_every
+        if not self.detector.undecided:
+            return every
+        due = self.detector.due_in(self._clock())  # a failed client's takeover, judged on time
+        return every if due is None else min(every, due)
 
     @property
     def port(self) -> int:
@@ -257,7 +295,10 @@ class LiveSystems:
         client.cpu, client.memory, client.gpu = beat.cpu, beat.memory, beat.gpu
         client.extra = beat.extra
         client.heard_at = time.time()
+        if beat.gpu is not None:
+            self._gpu(client, beat)
         changes = self.detector.heard(beat.name, arrived)
+        changes += self.detector.health(beat.name, beat.failed, arrived)
         if changes:
             effects.append((self._apply, (changes,)))
         if self.confirmations.waiting:  # a takeover announced, not yet confirmed
@@ -272,6 +313,23 @@ class LiveSystems:
             # A new agent run is welcomed with the placement (it knows then it is heard);
             # heartbeats are the acks: repeat until it has the newest epoch.
             effects.append((self._send_placement, (client,)))
+
+    def _gpu(self, client: ClientLive, beat: Heartbeat) -> None:
+        """The GPU its agent reports, against the show's: a difference is an alarm, once per
+        agent run (Pixera takes over only between equal GPU names)."""
+        assert beat.gpu is not None
+        name = beat.gpu.get("name")
+        client.gpu_reported = name if isinstance(name, str) and name.strip() else None
+        mismatch = client.gpu_mismatch
+        if mismatch is not None and client.gpu_alarmed != beat.boot:
+            client.gpu_alarmed = beat.boot
+            self._emit_later(
+                "alarm",
+                client=client.name,
+                alarm="gpu mismatch",
+                message=f"{mismatch}: no takeover onto or from {client.name} until the show's "
+                "gpu names the GPU it has (or the machine has the GPU the show names)",
+            )
 
     def _accept(self, beat: Heartbeat, source: tuple[str, int]) -> ClientLive:
         client = self.clients.get(beat.name)
@@ -317,20 +375,34 @@ class LiveSystems:
                     automatic=wanted and change.eligible,
                     why_not=change.why_not if wanted else "",
                 )
-                self._decisions.put_nowait((change.client, change.eligible, change.why_not))
+                self._decisions.put_nowait((change.client, change.eligible, change.why_not, False))
+            elif change.kind == "failed":
+                self._emit(
+                    "client.failed",
+                    client=change.client,
+                    ip=client.ip,
+                    check=change.check,
+                    message=change.message,
+                )
+            elif change.kind == "recovered":
+                self._emit("client.recovered", client=change.client, ip=client.ip)
+            elif change.kind == "failed_decision":
+                self._decisions.put_nowait((change.client, change.eligible, change.why_not, True))
             elif change.kind in ("late", "on_time"):
                 self._emit(
                     "client.late", client=change.client, ip=client.ip, late=change.kind == "late"
                 )
             elif change.kind == "mass_failure":
-                self._emit(
-                    "alarm",
-                    client=change.client,
-                    alarm="mass failure",
-                    message=f"{len(change.clients)} clients lost within "
-                    f"{change.seconds:.2f} s ({summarise_names(change.clients)}): no automatic "
-                    "takeover; check the director's own network",
+                names = summarise_names(change.clients)
+                message = (
+                    f"{len(change.clients)} clients failed their checks within "
+                    f"{change.seconds:.3f} s ({names}): no automatic takeover; look for a "
+                    "cause they share (a show file, a network share, a command sent to all)"
+                    if change.by_checks
+                    else f"{len(change.clients)} clients lost within {change.seconds:.2f} s "
+                    f"({names}): no automatic takeover; check the director's own network"
                 )
+                self._emit("alarm", client=change.client, alarm="mass failure", message=message)
 
     def _stalled(self, change: Change) -> None:
         """The director itself was stopped (or its clock jumped): say so, loudly if it was
@@ -355,13 +427,16 @@ class LiveSystems:
         )
 
     async def _decide(self) -> None:
-        """Offline decisions one at a time, in the order the detector made them."""
+        """Offline and failed decisions one at a time, in the order the detector made them."""
         while True:
-            name, eligible, why_not = await self._decisions.get()
+            name, eligible, why_not, failed = await self._decisions.get()
             try:
-                await self._on_offline(name, eligible, why_not)
+                if not failed:
+                    await self._on_offline(name, eligible, why_not)
+                elif self._on_failed is not None:
+                    await self._on_failed(name, eligible, why_not)
             except Exception:
-                log.exception("deciding on %s offline failed", name)
+                log.exception("deciding on %s %s failed", name, "failed" if failed else "offline")
 
     def _newer_epoch(self, name: str, epoch: int) -> None:
         """An agent follows a newer decision than any of ours: this director started on

@@ -434,9 +434,10 @@ class OscBridge:
 
     def _status_rows(
         self, offset: int, count: int
-    ) -> list[tuple[str, str, str, float, float, int]]:
+    ) -> list[tuple[str, str, str, float, float, int, str, str]]:
         """name, state, where its outputs play, cpu, memory: the five arguments consoles read;
-        then whether the newest decision for it is confirmed (1) or only announced (0).
+        then whether the newest decision for it is confirmed (1) or only announced (0); then,
+        for a failed client, the check that failed and why ("" "" otherwise).
 
         Read straight from detection and placement rather than from the full snapshot,
         which costs far more at 500 clients and would hold up the loop for a console.
@@ -448,6 +449,7 @@ class OscBridge:
             seen = live.clients.get(decl.name)
             cpu = seen.cpu if seen is not None else None
             memory = seen.memory if seen is not None else None
+            failed = live.failed(decl.name)
             rows.append(
                 (
                     decl.name,
@@ -456,6 +458,8 @@ class OscBridge:
                     UNKNOWN if cpu is None else float(cpu),
                     UNKNOWN if memory is None else float(memory),
                     int(live.confirmations.confirmed(decl.name)),
+                    failed.check if failed is not None else "",
+                    failed.message if failed is not None else "",
                 )
             )
         return rows
@@ -660,6 +664,10 @@ def pushes_for(event: Event) -> list[bytes]:
             build(f"{PREFIX}/client/{client}/state", kind.split(".")[1]),
             build(f"{PREFIX}/client/{client}/late", 0),
         ]
+    if kind == "client.failed":
+        return [build(f"{PREFIX}/client/{client}/state", "failed")]
+    if kind == "client.recovered":
+        return [build(f"{PREFIX}/client/{client}/state", "online")]
     if kind == "client.late":
         return [build(f"{PREFIX}/client/{client}/late", int(bool(f.get("late"))))]
     if kind == "backup.activated":

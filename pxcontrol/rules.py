@@ -242,8 +242,13 @@ def _gpu(name: str) -> str:
     return " ".join(name.lower().split())
 
 
+def same_gpu(a: str, b: str) -> bool:
+    """Do two GPU names name the same GPU (as the show's GPU rule compares them)?"""
+    return _gpu(a) == _gpu(b)
+
+
 def _check_pair(playout: ClientDecl, backup: ClientDecl, path: tuple, report: Reporter) -> None:
-    if playout.gpu and backup.gpu and _gpu(playout.gpu) != _gpu(backup.gpu):
+    if playout.gpu and backup.gpu and not same_gpu(playout.gpu, backup.gpu):
         report.error(
             (*path, "gpu"),
             f"GPU {backup.gpu!r} differs from {playout.name}'s {playout.gpu!r}",

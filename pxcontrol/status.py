@@ -29,7 +29,7 @@ class ClientStatus(Strict):
     name: str
     ip: str
     role: Literal["playout", "backup"]
-    state: Literal["online", "offline", "dry"]
+    state: Literal["online", "offline", "dry", "failed"]
     late: bool
     plays_on: str  # where this client's outputs play now (itself unless taken over)
     # False while the newest takeover or move of its outputs is announced but the client
@@ -49,6 +49,9 @@ class ClientStatus(Strict):
     gpu: dict[str, Any] | None
     extra: dict[str, Any]
     heard_at: float | None
+    # while state is "failed": the check that failed and the agent's words for why
+    failed_check: str | None = None
+    failed_message: str | None = None
 
 
 class ModuleStatusView(Strict):
@@ -96,6 +99,7 @@ def client_status(director: Director, decl: ClientDecl, backups: list[str]) -> C
     live = director.live
     seen = live.clients.get(decl.name)
     why = backup.why_not_takeover(decl.name) if backups else "no backup covers it"
+    failed = live.failed(decl.name)
     return ClientStatus.model_construct(  # every field set here, from typed sources
         name=decl.name,
         ip=str(decl.ip),
@@ -118,6 +122,8 @@ def client_status(director: Director, decl: ClientDecl, backups: list[str]) -> C
         gpu=seen.gpu if seen else None,
         extra=seen.extra if seen else {},
         heard_at=seen.heard_at if seen else None,
+        failed_check=failed.check if failed else None,
+        failed_message=failed.message if failed else None,
     )
 
 

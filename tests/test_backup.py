@@ -13,6 +13,7 @@ import pytest
 from pxcontrol.backup import BackupManager, Decision
 from pxcontrol.detection import ClientState, Detector, Timing
 from pxcontrol.events import Event
+from pxcontrol.heartbeat import FailedCheck
 from pxcontrol.show import ShowFile
 from pxcontrol.state import SavedState, StateStore
 
@@ -53,9 +54,26 @@ class Rig:
         self.states = {c.name: ClientState.ONLINE for c in show.clients}
         self.emitted: list[tuple[str, dict[str, Any]]] = []
         self.announced: list[tuple[int, dict | None]] = []
+        self.failed: dict[str, FailedCheck] = {}  # what the agents of FAILED clients said
+        self.gpu_mismatch: dict[str, str] = {}
         self.backup = BackupManager(
-            show, saved, store, lambda n: self.states[n], self.emit, self.announce
+            show,
+            saved,
+            store,
+            lambda n: self.states[n],
+            self.emit,
+            self.announce,
+            failed_of=self.failed.get,
+            gpu_mismatch_of=self.gpu_mismatch.get,
         )
+
+    def fail(self, name: str, check: str = "process mpv", message: str = "exited") -> None:
+        self.states[name] = ClientState.FAILED
+        self.failed[name] = FailedCheck(check=check, message=message)
+
+    def recover(self, name: str) -> None:
+        self.states[name] = ClientState.ONLINE
+        del self.failed[name]
 
     def emit(self, kind: str, fields: dict[str, Any] | None = None, **more: Any) -> None:
         # BackupManager calls both emit(kind, {...}) and emit(kind, key=value, ...)
@@ -787,3 +805,128 @@ async def test_a_waiting_client_that_comes_back_is_not_taken_over(rig: Rig):
     rig.states["Backup1"] = ClientState.ONLINE
     await rig.backup.retry_waiting()
     assert rig.backup.plays_on("Playout1") == "Playout1" and rig.backup.waiting == set()
+
+
+# --- health: FAILED clients (their show stopped, their machine runs on) ---
+
+
+async def test_a_failed_playout_is_taken_over_automatically_like_an_offline_one(
+    store: StateStore,
+):
+    rig = auto_rig(await store.open(), store, backup_auto=True)
+    rig.fail("Playout1")
+    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    assert rig.backup.plays_on("Playout1") == "Backup1" and rig.backup.epoch == 1
+    (activated,) = rig.of("backup.activated")
+    assert activated["reason"] == "auto" and activated["by"] == "detector"
+    await rig.backup.client_failed("Playout1", eligible=True, why_not="")  # judged again
+    assert len(rig.of("backup.activated")) == 1 and rig.backup.epoch == 1
+
+
+async def test_a_failed_playout_without_auto_is_not_taken_over(store: StateStore):
+    rig = auto_rig(await store.open(), store, backup_auto=False)
+    rig.fail("Playout1")
+    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    assert rig.emitted == [] and rig.backup.epoch == 0
+
+
+async def test_a_playout_that_recovered_before_its_judgement_is_left_alone(store: StateStore):
+    rig = auto_rig(await store.open(), store, backup_auto=True)
+    rig.fail("Playout1")
+    rig.recover("Playout1")
+    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    assert rig.emitted == [] and rig.backup.epoch == 0
+
+
+async def test_the_guards_refuse_a_failed_playouts_takeover(store: StateStore):
+    rig = auto_rig(await store.open(), store, backup_auto=True)
+    rig.fail("Playout1")
+    why = "mass failure guard: many clients failed their checks at once"
+    await rig.backup.client_failed("Playout1", eligible=False, why_not=why)
+    (failed,) = rig.of("backup.failed")
+    assert failed["reason"] == "mass failure guard" and rig.backup.epoch == 0
+
+
+async def test_a_takeover_onto_a_failed_backup_is_refused_with_the_checks_words(rig: Rig):
+    rig.fail("Backup1", "process mpv", "exited with signal 9")
+    decision = await rig.backup.takeover("Playout1", "manual")
+    failed = assert_refused(rig, decision, "backup failed", "Playout1")
+    assert decision.reason == "backup failed"
+    assert "'process mpv'" in failed["message"] and "exited with signal 9" in failed["message"]
+    assert rig.backup.why_not_takeover("Playout1") == decision.message
+
+
+async def test_a_waiting_takeover_runs_when_the_failed_backup_recovers(store: StateStore):
+    rig = auto_rig(await store.open(), store, backup_auto=True)
+    rig.fail("Backup1")
+    rig.fail("Playout1")
+    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    assert rig.of("backup.failed")[0]["reason"] == "backup failed"
+    assert rig.backup.waiting == {"Playout1"}
+    await rig.backup.retry_waiting()  # still failed: waits, no new refusal
+    assert len(rig.of("backup.failed")) == 1 and rig.backup.waiting == {"Playout1"}
+    rig.recover("Backup1")
+    await rig.backup.retry_waiting()
+    assert rig.backup.plays_on("Playout1") == "Backup1" and rig.backup.waiting == set()
+
+
+async def test_a_waiting_failed_playout_that_recovers_stops_waiting(store: StateStore):
+    rig = auto_rig(await store.open(), store, backup_auto=True)
+    rig.fail("Backup1")
+    rig.fail("Playout1")
+    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    rig.recover("Playout1")
+    rig.recover("Backup1")
+    await rig.backup.retry_waiting()
+    assert rig.backup.plays_on("Playout1") == "Playout1" and rig.backup.waiting == set()
+
+
+async def test_a_backup_that_fails_while_carrying_outputs_raises_backup_lost(rig: Rig):
+    await rig.backup.takeover("Playout1", "manual")
+    rig.emitted.clear()
+    rig.fail("Backup1", "tcp 127.0.0.1:1400", "connection refused")
+    await rig.backup.client_failed("Backup1", eligible=True, why_not="")
+    (alarm,) = rig.of("alarm")
+    assert alarm["alarm"] == "backup lost" and alarm["client"] == "Backup1"
+    assert "Playout1" in alarm["message"] and "connection refused" in alarm["message"]
+    assert rig.kinds() == ["alarm"] and rig.backup.epoch == 1
+
+
+async def test_a_failed_playout_that_recovers_does_not_move_back(store: StateStore):
+    rig = auto_rig(await store.open(), store, backup_auto=True)
+    rig.fail("Playout1")
+    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    rig.recover("Playout1")
+    await rig.backup.retry_waiting()
+    assert rig.backup.plays_on("Playout1") == "Backup1" and rig.backup.epoch == 1
+
+
+async def test_outputs_never_move_to_a_failed_client(rig: Rig):
+    await rig.backup.takeover("Playout1", "manual")
+    rig.fail("Playout1", "figure fps", "fps 0.0 below 50")
+    rig.emitted.clear()
+    decision = await rig.backup.move_to("Playout1", None, "manual")
+    assert not decision.ok and decision.reason == "target failed"
+    assert "fps 0.0 below 50" in decision.message
+    assert rig.backup.move_targets("Playout1") == []
+    assert rig.backup.plays_on("Playout1") == "Backup1"
+
+
+async def test_a_gpu_mismatch_blocks_a_takeover_onto_the_backup(rig: Rig):
+    rig.gpu_mismatch["Backup1"] = (
+        "Backup1's agent reports GPU 'RTX 4000', the show declares 'A6000'"
+    )
+    decision = await rig.backup.takeover("Playout1", "manual")
+    failed = assert_refused(rig, decision, "gpu mismatch", "Playout1")
+    assert "RTX 4000" in failed["message"]
+
+
+async def test_a_gpu_mismatch_blocks_a_takeover_from_the_playout(rig: Rig):
+    rig.gpu_mismatch["Playout1"] = (
+        "Playout1's agent reports GPU 'RTX 4000', the show declares 'A6000'"
+    )
+    decision = await rig.backup.takeover("Playout1", "manual")
+    assert_refused(rig, decision, "gpu mismatch", "Playout1")
+    moved = await rig.backup.move_to("Playout1", "Backup1", "manual")
+    assert not moved.ok and moved.reason == "gpu mismatch"
+    assert (await rig.backup.takeover("Playout2", "manual")).ok  # other clients unaffected

@@ -278,3 +278,155 @@ def test_mass_failure_counts_by_arrival_whatever_order_they_are_judged_in():
     assert sorted(alarm.clients) == ["A", "B", "C"]
     assert alarm.seconds == pytest.approx(0.06, abs=1e-6)
     assert not any(c.eligible for c in offline)
+
+
+# --- health: a client is FAILED while its heartbeats say a check failed ---
+
+
+class Failed:
+    """A failed check as the wire carries it (pxcontrol.heartbeat.FailedCheck)."""
+
+    def __init__(self, check: str = "process mpv", message: str = "exited") -> None:
+        self.check, self.message = check, message
+
+
+def report(clock: Clock, name: str, failed: Failed | None) -> None:
+    """A heartbeat of `name` at the clock's time, saying `failed` of its checks."""
+    clock.changes += clock.detector.heard(name, clock.now)
+    clock.changes += clock.detector.health(name, failed, clock.now)
+
+
+def test_a_failed_check_makes_an_online_client_failed_and_its_takeover_is_judged_after_the_window():
+    clock = started(("A", "B", "C"))
+    clock.changes.clear()
+    report(clock, "A", Failed("process mpv", "exited with signal 9"))
+    assert clock.detector.clients["A"].state is ClientState.FAILED
+    failed = clock.changes[-1]
+    assert (failed.kind, failed.check, failed.message) == (
+        "failed",
+        "process mpv",
+        "exited with signal 9",
+    )
+    assert clock.detector.due_in(clock.now) == pytest.approx(DEFAULT.failed_together)
+    clock.run(0.02, {"A", "B", "C"})
+    assert "failed_decision" not in clock.kinds()
+    clock.run(0.01, {"A", "B", "C"})
+    decision = next(c for c in clock.changes if c.kind == "failed_decision")
+    assert decision.client == "A" and decision.eligible
+    assert clock.detector.due_in(clock.now) is None
+    assert clock.kinds().count("failed_decision") == 1
+
+
+def test_unchanged_health_is_no_change():
+    clock = started(("A",))
+    clock.changes.clear()
+    for _ in range(3):
+        report(clock, "A", None)
+    report(clock, "A", Failed())
+    report(clock, "A", Failed("process mpv", "still gone"))
+    assert clock.kinds() == ["failed"]
+    assert clock.detector.clients["A"].failed.message == "still gone"
+
+
+def test_a_failed_client_that_recovers_is_online_again_and_no_takeover_is_judged():
+    clock = started(("A", "B", "C"))
+    clock.changes.clear()
+    report(clock, "A", Failed())
+    clock.now += 0.01
+    report(clock, "A", None)
+    clock.run(0.5, {"A", "B", "C"})
+    assert clock.kinds("A") == ["failed", "recovered"]
+    assert clock.detector.clients["A"].state is ClientState.ONLINE
+
+
+def test_a_failed_client_that_goes_silent_goes_offline_on_the_same_timing():
+    clock = started(("A", "B", "C"))
+    report(clock, "A", Failed())
+    clock.run(0.1, {"A", "B", "C"})
+    clock.changes.clear()
+    silent_from = clock.detector.clients["A"].last_heard
+    clock.run(1.0, {"B", "C"})
+    assert clock.kinds("A") == ["late", "offline"]
+    late, offline = [c for c in clock.changes if c.client == "A"]
+    assert late.at - silent_from == pytest.approx(DEFAULT.late_after, abs=0.006)
+    assert offline.at - silent_from == pytest.approx(DEFAULT.offline_after, abs=0.006)
+    assert offline.eligible
+    assert clock.detector.clients["A"].state is ClientState.OFFLINE  # offline wins
+
+
+def test_offline_wins_over_a_failure_not_yet_judged():
+    slow = Timing(0.1, 0.5, 3.0, 0.5, failed_together=1.0)  # the window outlasts offline_after
+    clock = started(("A", "B", "C"), slow)
+    clock.changes.clear()
+    report(clock, "A", Failed())
+    # Its last heartbeat said failed, silence follows: the silence is judged (offline_after),
+    # the failure's own takeover never is.
+    clock.run(2.0, {"B", "C"})
+    assert clock.kinds("A") == ["failed", "late", "offline"]
+    assert clock.detector.undecided == {} and clock.detector.failing == {}
+
+
+def test_three_of_four_failed_together_is_a_mass_failure_no_takeover():
+    clock = started(("A", "B", "C", "D", "Backup"))
+    clock.changes.clear()
+    report(clock, "A", Failed())
+    clock.now += 0.008
+    report(clock, "B", Failed())
+    clock.now += 0.012
+    report(clock, "C", Failed())
+    clock.run(0.5, {"A", "B", "C", "D", "Backup"})
+    assert clock.kinds().count("mass_failure") == 1
+    alarm = next(c for c in clock.changes if c.kind == "mass_failure")
+    assert sorted(alarm.clients) == ["A", "B", "C"] and alarm.by_checks
+    assert alarm.seconds == pytest.approx(0.02)
+    decisions = [c for c in clock.changes if c.kind == "failed_decision"]
+    assert sorted(c.client for c in decisions) == ["A", "B", "C"]
+    assert not any(c.eligible for c in decisions)
+    assert all("mass failure guard" in c.why_not for c in decisions)
+
+
+def test_failures_one_after_another_are_each_taken_over():
+    clock = started(("A", "B", "C", "D", "Backup"))
+    clock.changes.clear()
+    report(clock, "A", Failed())
+    clock.run(0.2, {"A", "B", "C", "D", "Backup"})
+    report(clock, "B", Failed())
+    clock.run(0.2, {"A", "B", "C", "D", "Backup"})
+    decisions = [(c.client, c.eligible) for c in clock.changes if c.kind == "failed_decision"]
+    assert decisions == [("A", True), ("B", True)]
+    assert "mass_failure" not in clock.kinds()
+
+
+def test_clients_failed_and_silent_at_the_same_moment_count_together():
+    clock = started(("A", "B", "C", "D"))
+    clock.changes.clear()
+    report(clock, "A", Failed())  # judged alone 25 ms later: its takeover goes
+    clock.run(1.0, {"A", "D"})  # B and C fell silent with it
+    decision = next(c for c in clock.changes if c.kind == "failed_decision")
+    assert decision.eligible
+    masses = [c for c in clock.changes if c.kind == "mass_failure"]
+    assert len(masses) == 1 and sorted(masses[0].clients) == ["A", "B", "C"]
+    offline = [c for c in clock.changes if c.kind == "offline"]
+    assert sorted(c.client for c in offline) == ["B", "C"]
+    assert not any(c.eligible for c in offline)
+
+
+def test_a_client_that_comes_online_already_failed_is_under_the_startup_guard():
+    clock = Clock(Detector.for_clients(DEFAULT, ["A", "B", "C"]))
+    clock.changes += clock.detector.health("A", Failed(), clock.now)  # before it was heard
+    clock.run(3.2, {"A", "B", "C"})
+    assert clock.kinds("A") == ["online", "failed", "failed_decision"]
+    assert clock.detector.clients["A"].state is ClientState.FAILED
+    decision = clock.changes[[c.kind for c in clock.changes].index("failed_decision")]
+    assert not decision.eligible and "startup guard" in decision.why_not
+
+
+def test_a_failed_client_keeps_its_late_timing():
+    clock = started(("A", "B"))
+    report(clock, "A", Failed())
+    clock.changes.clear()
+    clock.run(0.4, {"B"})  # silent for less than offline_after: late, not offline
+    assert clock.kinds("A") == ["failed_decision", "late"]
+    report(clock, "A", Failed())
+    assert clock.kinds("A") == ["failed_decision", "late", "on_time"]
+    assert clock.detector.clients["A"].state is ClientState.FAILED

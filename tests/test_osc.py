@@ -130,8 +130,8 @@ def test_wrong_commands_are_answered_with_what_was_wrong(rig: Rig, console: OscD
 def test_status_is_one_message_per_client_then_the_count(rig: Rig, console: OscDump):
     oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
     oscsend(rig, "/pxcontrol/status")
-    console.wait_line('/pxcontrol/status/client sssffi "Playout1" "online" "Playout1"')
-    console.wait_line('/pxcontrol/status/client sssffi "Backup1" "online" "Backup1"')
+    console.wait_line('/pxcontrol/status/client sssffiss "Playout1" "online" "Playout1"')
+    console.wait_line('/pxcontrol/status/client sssffiss "Backup1" "online" "Backup1"')
     console.wait_line("/pxcontrol/status/end iii 2 2 0")  # count, the show's total, offset
 
 
@@ -139,11 +139,11 @@ def test_status_of_one_client_and_of_a_page(rig: Rig, console: OscDump):
     oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
     console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
     oscsend(rig, "/pxcontrol/status", "s", "Backup1")
-    console.wait_line('/pxcontrol/status/client sssffi "Backup1" "online" "Backup1"')
+    console.wait_line('/pxcontrol/status/client sssffiss "Backup1" "online" "Backup1"')
     console.wait_line("/pxcontrol/status/end iii 1 2 1")
     assert not any('"Playout1" "online"' in line for line in console.lines)
     oscsend(rig, "/pxcontrol/status", "ii", "0", "1")
-    console.wait_line('/pxcontrol/status/client sssffi "Playout1" "online" "Playout1"')
+    console.wait_line('/pxcontrol/status/client sssffiss "Playout1" "online" "Playout1"')
     console.wait_line("/pxcontrol/status/end iii 1 2 0")
     oscsend(rig, "/pxcontrol/status", "s", "Playout9")
     console.wait_line(

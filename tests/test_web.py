@@ -496,3 +496,43 @@ def test_many_names_are_summarised():
     assert summarise_names(["A", "B"], 3) == "A, B"
     names = [f"C{i:03d}" for i in range(37)]
     assert summarise_names(names, 3) == "C000, C001, C002 … and 34 more"
+
+
+def test_a_failed_client_is_red_with_its_check_and_counted(tmp_path, page: Page):
+    from .heartbeat_sender import Sender
+
+    rig = Rig(tmp_path, DEMO)
+    director = rig.start_director()
+    senders = [
+        Sender(name, ip, rig.heartbeat_port, "Demo GPU", interval=0.1)
+        for name, ip in (("Playout1", "127.0.0.11"), ("Backup1", "127.0.0.21"))
+    ]
+    try:
+        for sender in senders:
+            director.wait_event("client.online", client=sender.name)
+        open_live(page, url(rig))
+        backup = row(page, "Backup1")
+        expect(backup).to_have_attribute("data-state", "online")
+        senders[1].fail("process mpv", "exited with signal 9")
+        expect(backup).to_have_attribute("data-state", "failed")
+        expect(backup.locator(".pill")).to_have_text("FAILED")
+        expect(backup.locator(".pill")).to_have_attribute(
+            "title", "process mpv: exited with signal 9"
+        )
+        expect(backup.locator(".sub")).to_have_text("process mpv: exited with signal 9")
+        expect(page.locator('#summary [data-count="failed"] b')).to_have_text("1")
+        expect(page.locator('#events [data-kind="client.failed"]').first).to_contain_text(
+            "Backup1 (127.0.0.21) failed: process mpv — exited with signal 9"
+        )
+        # Its playout cannot be switched to it, and the button says why.
+        expect(
+            row(page, "Playout1").get_by_role("button", name="Switch to Backup")
+        ).to_be_disabled()
+        senders[1].recover()
+        expect(backup).to_have_attribute("data-state", "online")
+        expect(backup.locator(".sub")).to_have_text("covers Playout1")
+        expect(page.locator('#summary [data-count="failed"] b')).to_have_text("0")
+    finally:
+        for sender in senders:
+            sender.stop()
+        rig.close()

@@ -394,15 +394,19 @@ function updateRow(row, c) {
   const pill = $(".pill", row);
   pill.className = `pill ${c.state}`;
   pill.textContent = c.state.toUpperCase();
-  $(".late", row).hidden = !(c.late && c.state === "online");
+  // A failed client's agent is heard but its show is not playing: which check, and why.
+  const failedWhy = c.state === "failed" ? failedWords(c) : "";
+  pill.title = failedWhy;
+  $(".late", row).hidden = !(c.late && (c.state === "online" || c.state === "failed"));
 
   $(".name", row).textContent = c.name;
   const shield = $(".shield", row);
   shield.hidden = c.backups.length === 0;
   shield.title = `backed up by ${c.backups.join(", ")}`;
   const sub = $(".sub", row);
-  sub.textContent = c.role === "backup" ? `covers ${covers(c.name).join(", ") || "—"}` : c.gpu_name || "";
+  sub.textContent = failedWhy || (c.role === "backup" ? `covers ${covers(c.name).join(", ") || "—"}` : c.gpu_name || "");
   sub.title = sub.textContent;
+  sub.classList.toggle("failed-check", Boolean(failedWhy));
   $(".c-ip", row).textContent = c.ip;
   const role = $(".role", row);
   role.textContent = c.state === "dry" ? `${c.role} · dry` : c.role;
@@ -447,6 +451,11 @@ function updateRow(row, c) {
   const whyCell = $(".why", row);
   whyCell.textContent = why;
   whyCell.title = why;
+}
+
+function failedWords(c) {
+  if (!c.failed_check) return "failed";
+  return c.failed_message ? `${c.failed_check}: ${c.failed_message}` : c.failed_check;
 }
 
 // "now" while heartbeats arrive on time; else how long ago the last one came.
@@ -532,7 +541,7 @@ function drawFiguresInView() {
 function drawFigures(row, name) {
   const f = page.figures.get(name) || {};
   const history = historyOf(name);
-  const online = row.dataset.state === "online";
+  const online = row.dataset.state === "online" || row.dataset.state === "failed"; // heard
   for (const metric of ["cpu", "memory", "gpu", "fps"]) {
     const cell = $(`[data-metric="${metric}"]`, row);
     const value = f[metric];
@@ -777,9 +786,9 @@ function eventItem(event, fresh) {
 function kindClass(kind) {
   if (ALARM_KINDS.has(kind)) return "k-alarm";
   if (kind === "mapping.done" || kind === "log.entry") return "k-action";
-  if (kind === "client.offline" || kind === "show.error") return "k-bad";
+  if (kind === "client.offline" || kind === "client.failed" || kind === "show.error") return "k-bad";
   if (kind === "client.late") return "k-warn";
-  if (kind === "client.online") return "k-good";
+  if (kind === "client.online" || kind === "client.recovered") return "k-good";
   if (kind.startsWith("backup.")) return "k-backup";
   return "k-info";
 }
@@ -791,6 +800,10 @@ function describe(e) {
       return `${e.client} (${e.ip}) is online`;
     case "client.offline":
       return `${e.client} (${e.ip}) is offline${e.automatic ? " — automatic takeover" : e.why_not ? ` — ${e.why_not}` : ""}`;
+    case "client.failed":
+      return `${e.client} (${e.ip}) failed: ${e.check}${e.message ? ` — ${e.message}` : ""}`;
+    case "client.recovered":
+      return `${e.client} (${e.ip}) recovered: every check passes`;
     case "client.late":
       return e.late ? `${e.client} is late` : `${e.client} is on time again`;
     case "backup.activated":
