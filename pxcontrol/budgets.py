@@ -50,6 +50,14 @@ class Budget:
             return True
         return False
 
+    def spent(self, host: str) -> bool:
+        """Would `take(host)` refuse now? Takes nothing: for shedding a flood before it costs."""
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            return False
+        refill = (self._clock() - bucket.at) * self.rate.per_second
+        return bucket.tokens + refill < 1.0
+
 
 @dataclass
 class Episode:

@@ -485,7 +485,7 @@ def status(
 
 def _director_health(row: tuple[Any, ...]) -> Text:
     """One line: is the director itself judging?"""
-    lag, tick, queue, stalls, restarts, *_ = row
+    lag, tick, queue, stalls, restarts, *rest = row
     ticked = "not yet" if tick < 0 else f"{tick:.0f} ms ago"
     text = Text.assemble(
         ("director: ", "bold"),
@@ -495,6 +495,9 @@ def _director_health(row: tuple[Any, ...]) -> Text:
         text.append(f", stalled {stalls} time(s)", style="yellow")
     if restarts:
         text.append(f", {restarts} fault(s) restarted", style="yellow")
+    shed = rest[0] if rest else 0  # from a bridge that sends it
+    if shed:
+        text.append(f", {shed} event(s) not logged since start", style="red")
     return text
 
 

@@ -165,6 +165,8 @@ class OscBridge:
         self.counts["packets"] += 1
         if not self._allowed(peer):
             return
+        if self._shed(data, peer):
+            return
         try:
             datagrams = message_datagrams(data)
         except Malformed:
@@ -190,6 +192,20 @@ class OscBridge:
             return
         for message in messages:
             self._handle(message, peer)
+
+    def _shed(self, data: bytes, peer: Peer) -> bool:
+        """A plain message from a host whose action budget is spent is refused before it is
+        parsed: at tens of thousands a second, parsing what will be refused anyway is what
+        would crowd out the same console's pings and takeovers. Commands (switch, move,
+        ping …) and bundles always go the whole way."""
+        if not data.startswith(b"/") or not self._actions_budget.spent(peer.host):
+            return False
+        end = data.find(b"\0")
+        address = data[:end].decode("ascii", "replace") if end > 0 else ""
+        if address in self._priority:
+            return False
+        self._rate_limited(peer, address, self._actions_budget.rate)
+        return True
 
     def _handle(self, message: OscMessage, peer: Peer) -> None:
         address = message.address
@@ -394,9 +410,10 @@ class OscBridge:
         finally:
             self._status_sending.discard(key)
 
-    def _health_row(self) -> tuple[float, float, int, int, int]:
+    def _health_row(self) -> tuple[float, float, int, int, int, int]:
         """The director's own health: loop lag (ms), age of the detector's last tick (ms,
-        -1 before its first), events waiting to be written, stalls, restarts."""
+        -1 before its first), events waiting to be written, stalls, restarts, events the
+        log could not write since start."""
         health = self.director.health()
         age = health.detector_tick_age_ms
         return (
@@ -405,6 +422,7 @@ class OscBridge:
             health.state_queue,
             health.stalls,
             health.restarts,
+            health.events_shed,
         )
 
     def _status_range(self, message: OscMessage) -> tuple[int, int]:

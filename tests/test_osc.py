@@ -132,6 +132,8 @@ def test_status_is_one_message_per_client_then_the_count(rig: Rig, console: OscD
     oscsend(rig, "/pxcontrol/status")
     console.wait_line('/pxcontrol/status/client sssffiss "Playout1" "online" "Playout1"')
     console.wait_line('/pxcontrol/status/client sssffiss "Backup1" "online" "Backup1"')
+    # The director's own health, before the end: lag, tick age, queue, stalls, restarts, shed.
+    console.wait_line("/pxcontrol/status/director ffiiii ")
     console.wait_line("/pxcontrol/status/end iii 2 2 0")  # count, the show's total, offset
 
 

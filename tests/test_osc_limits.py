@@ -229,3 +229,26 @@ async def test_passcode_guessing_over_udp_is_refused_with_a_clear_error(tmp_path
     finally:
         c.close()
         await director.stop()
+
+
+async def test_a_host_past_its_action_budget_is_refused_before_its_packets_are_parsed(
+    director: Director,
+):
+    """At tens of thousands a second, parsing what will be refused anyway is what crowds out
+    the same console's pings: past the budget an action is refused on its address alone."""
+    clock = Clock()
+    bridge = OscBridge(director, clock)
+    console = Heard()
+    burst = director.show.osc.action_burst
+    for _ in range(burst):
+        bridge.handle_packet(build(ACTION, "Show.Wait", 0), console.peer)
+    # An action datagram whose arguments are garbage: parsed, it would count as malformed.
+    garbage = build(ACTION)[:-4] + b",ii\0\0\0"
+    bridge.handle_packet(garbage, console.peer)
+    assert bridge.counts["malformed"] == 0 and bridge.counts["rate_limited"] == 1
+    # Commands are never shed that way: a ping still gets its pong.
+    bridge.handle_packet(build("/pxcontrol/ping"), console.peer)
+    assert console.at("/pxcontrol/pong") == [[]]
+    clock.now += 1.0  # the budget refills: actions are parsed and run again
+    bridge.handle_packet(garbage, console.peer)
+    assert bridge.counts["malformed"] == 1
