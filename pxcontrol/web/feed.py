@@ -222,6 +222,9 @@ class Feed:
                 subscriber.figures.update(moved)
                 if health != before:
                     subscriber.parts["director"] = health
+                # Something at least every PERFORMANCE_EVERY: a page that hears nothing
+                # for longer knows the director itself is stopped (docs/web.md).
+                subscriber.parts["alive"] = "1"
             self.board.sweep(SWEEP)
             self._schedule()
 

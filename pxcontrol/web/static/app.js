@@ -48,7 +48,14 @@ function connect() {
     page.retries = 0;
     setLink(true);
   };
-  socket.onmessage = (message) => receive(JSON.parse(message.data));
+  socket.onmessage = (message) => {
+    page.heardAt = Date.now();
+    if (page.silent) {
+      page.silent = false;
+      setLink(true);
+    }
+    receive(JSON.parse(message.data));
+  };
   socket.onclose = (closed) => {
     if (page.socket !== socket) return;
     setLink(false);
@@ -64,12 +71,26 @@ function connect() {
   };
 }
 
+// The director sends something at least twice a second. A connection that stays open
+// with nothing on it means the director itself is stopped: say so, it is not judging.
+const SILENT_MS = 2000;
+
+function watchSilence() {
+  if (!page.live || page.silent || !page.heardAt) return;
+  const silent = Date.now() - page.heardAt;
+  if (silent < SILENT_MS) return;
+  page.silent = true;
+  setLink(true);
+}
+
 function setLink(live) {
   page.live = live;
   const link = $("#link");
-  link.className = "link " + (live ? "live" : page.refused ? "refused" : "lost");
+  link.className = "link " + (live ? (page.silent ? "refused" : "live") : page.refused ? "refused" : "lost");
   $("#link-text").textContent = live
-    ? "live"
+    ? page.silent
+      ? "director not answering — stopped? nothing is judged"
+      : "live"
     : page.refused
       ? `refused: ${page.refused} — reload the page`
       : page.status
@@ -947,6 +968,7 @@ document.addEventListener("DOMContentLoaded", () => {
   tickClock();
   setInterval(tickClock, 1000); // the wall clock only: nothing is fetched
   setInterval(sampleFigures, SAMPLE_MS);
+  setInterval(watchSilence, 250);
   setInterval(() => {
     for (const [name, row] of page.rows) drawHeard(row, page.clients.get(name));
   }, 1000);
