@@ -84,6 +84,9 @@ class ClientWatch:
     failed: ReportedFailure | None = None  # the check its latest heartbeat says failed
     failed_at: float | None = None  # when it turned FAILED
     seen_healthy: bool = False  # online with every check passing, since the director started
+    # Online when the director last stopped, not heard since it started: heard again in
+    # time, it is online at once (a director restart is no reason for `online_after`).
+    remembered: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,15 @@ class Detector:
             watch.late = False
             if watch.state in HEARD:
                 changes.append(Change("on_time", name, now))
+        if (
+            watch.remembered
+            and watch.state is ClientState.DRY
+            and gap is not None
+            and gap < self.timing.offline_after
+        ):
+            # Its silence counted from the director's start and never reached offline_after:
+            # the run of heartbeats it was on before the restart goes on.
+            return [*changes, *self._online(watch, now)]
         if watch.state not in HEARD and now - watch.steady_since >= self.timing.online_after:
             changes.extend(self._online(watch, now))
         return changes
@@ -267,6 +279,7 @@ class Detector:
         return min(self.timing.heartbeat_interval / 4, self.timing.offline_after / 20)
 
     def _online(self, watch: ClientWatch, now: float) -> list[Change]:
+        watch.remembered = False
         watch.state = ClientState.ONLINE
         watch.seen_online = True
         watch.guarded = False
@@ -288,6 +301,7 @@ class Detector:
                 watch.steady_since = min(watch.steady_since, now)
 
     def _offline(self, watch: ClientWatch, now: float) -> list[Change]:
+        watch.remembered = False
         changes: list[Change] = []
         if not watch.guarded:
             dropped = self._dropped_together(watch, now)

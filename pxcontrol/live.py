@@ -162,6 +162,7 @@ class LiveSystems:
                 if watch is not None and watch.last_heard is None:
                     watch.seen_online = True
                     watch.seen_healthy = True  # as far as we know: it played before
+                    watch.remembered = True  # heard again in time: online at once
                     watch.last_heard = at
 
     def state(self, name: str) -> ClientState:

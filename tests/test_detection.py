@@ -430,3 +430,23 @@ def test_a_failed_client_keeps_its_late_timing():
     report(clock, "A", Failed())
     assert clock.kinds("A") == ["failed_decision", "late", "on_time"]
     assert clock.detector.clients["A"].state is ClientState.FAILED
+
+
+def test_a_client_online_before_a_director_restart_and_heard_in_time_is_online_at_once():
+    """After a restart the director remembers who was online: one heard again within
+    offline_after is online at once, not dry for online_after (a backup that is "dry"
+    cannot take over)."""
+    clock = Clock(Detector.for_clients(DEFAULT, ["A", "B"]))
+    for name in ("A", "B"):  # what LiveSystems.remember_seen does at start
+        watch = clock.detector.clients[name]
+        watch.seen_online = watch.remembered = True
+        watch.last_heard = clock.now
+    clock.run(0.2, {"A"})
+    assert clock.kinds("A") == ["online"]
+    assert clock.detector.clients["A"].state is ClientState.ONLINE
+    clock.run(1.0, {"A"})  # B never comes back: offline, and a takeover may follow
+    (offline,) = [c for c in clock.changes if c.client == "B"]
+    assert offline.kind == "offline" and offline.eligible
+    clock.changes.clear()
+    clock.run(0.2, {"A", "B"})  # back after it was offline: the usual online_after again
+    assert clock.kinds("B") == []
