@@ -389,6 +389,7 @@ class Director:
             interval=self.show.detection.heartbeat_interval,
             placement={p: b for p, b in self.backup.placement.items() if p != b},
             plays=self.backup.plays(agent),
+            checks=self.show.checks_for(agent),
         )
 
     def _would_take_over(self, name: str) -> bool:

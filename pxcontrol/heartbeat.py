@@ -24,6 +24,15 @@ HEARTBEAT_BUDGET = 1400  # one unfragmented datagram on any show network
 M = TypeVar("M", bound=BaseModel)
 
 
+class FailedCheck(BaseModel):
+    """The client's first failed check (in the show's order) and why it failed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check: str = Field(max_length=200, description="the check's name")
+    message: str = Field(max_length=300, description="why it failed, for people")
+
+
 class Heartbeat(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,6 +48,9 @@ class Heartbeat(BaseModel):
     memory: float | None = None
     gpu: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
+    failed: FailedCheck | None = Field(
+        None, description="a failed check; None while every check is healthy (or none runs)"
+    )
 
 
 class Placement(BaseModel):
@@ -58,6 +70,9 @@ class Placement(BaseModel):
     session: str = Field("", max_length=64)
     boot: str | None = Field(None, max_length=64)
     seq: int | None = Field(None, ge=0)
+    # The client's checks as the show declares them (one kind key each, plus name,
+    # interval, fall, rise, timeout), with the [detection] defaults filled in.
+    checks: list[dict[str, Any]] = []
 
 
 class WireError(ValueError):
