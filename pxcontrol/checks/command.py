@@ -8,6 +8,7 @@ full pipe. Cut off at the time limit, it is killed with everything it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,6 +53,8 @@ class CommandCheck(Check):
         finally:
             if process.returncode is None:  # cut off at its time limit
                 _kill(process)
+                with contextlib.suppress(BaseException):  # reaped, its pipes closed
+                    await asyncio.wait_for(process.wait(), 1.0)
         if code != 0:
             said = tail.decode(errors="replace").strip().splitlines()
             raise CheckFailed(f"exited with {code}" + (f": {said[-1]}" if said else ""))

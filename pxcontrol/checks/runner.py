@@ -57,6 +57,7 @@ class Checks:
         self.clock = clock
         self.declared: list[dict[str, Any]] = []
         self.running: list[Running] = []
+        self._probes: set[asyncio.Task[None]] = set()  # probing now, or cut off and not ended
 
     @property
     def failed(self) -> FailedCheck | None:
@@ -137,11 +138,17 @@ class Checks:
     async def _probe(self, run: Running) -> str | None:
         """None when healthy, else why not. A probe is its own task: cut off, it is only
         cancelled, never waited for, so one that ignores cancellation holds nothing up."""
-        probe = asyncio.get_running_loop().create_task(run.check.probe())
+        probe = asyncio.get_running_loop().create_task(
+            run.check.probe(), name=f"probe of {run.name}"
+        )
+        self._probes.add(probe)
+        probe.add_done_callback(self._probes.discard)
         done, _ = await asyncio.wait({probe}, timeout=run.timeout)
         if not done:
             probe.cancel()
             probe.add_done_callback(_quiet)
+            # One that swallows its cancellation is closed: hung probes must not pile up.
+            asyncio.get_running_loop().call_later(run.timeout, _force, probe)
             return f"timed out after {run.timeout:g} s"
         try:
             probe.result()
@@ -171,11 +178,25 @@ class Checks:
     async def close(self) -> None:
         running, self.running, self.declared = self.running, [], []
         await cancel_and_wait([run.task for run in running if run.task is not None])
+        await cancel_and_wait(list(self._probes), timeout=0.2)
         for run in running:
             try:
                 await asyncio.wait_for(run.check.close(), 1.0)
             except Exception:
                 log.exception("check %s did not close cleanly", run.name)
+
+
+def _force(task: asyncio.Task[Any]) -> None:
+    if task.done():
+        return
+    log.warning("%s ignored its cancellation: closed", task.get_name())
+    coro = task.get_coro()
+    if coro is not None and hasattr(coro, "close"):
+        try:
+            coro.close()  # GeneratorExit at its await point: CancelledError handlers miss it
+        except RuntimeError:
+            pass  # it yielded again: the cancel below still ends it at its next await
+    task.cancel()
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:
