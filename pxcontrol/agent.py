@@ -44,6 +44,7 @@ PERFORMANCE_EVERY = 0.5  # seconds between performance readings
 DIRECTOR_ASK_EVERY = 0.5
 #: ... and says the director is lost when no word came for this long.
 DIRECTOR_LOST_AFTER = 1.5
+DIRECTOR_LOST_TICK = 0.1  # how often the silence is looked at
 
 
 class Agent:
@@ -189,11 +190,14 @@ class Agent:
         """A director that stops answering mid-show (stopped, crashed, cut off): say so at
         the client, and keep heartbeating, so it finds everything as it was when it is back."""
         loop = asyncio.get_running_loop()
+        asked = loop.time()
         while True:
-            await asyncio.sleep(DIRECTOR_ASK_EVERY)
+            await asyncio.sleep(DIRECTOR_LOST_TICK)
             if self._last_word is None:
                 continue  # never heard yet: _watch_director speaks for that
-            self._send_beat(session="")
+            if loop.time() - asked >= DIRECTOR_ASK_EVERY:
+                self._send_beat(session="")
+                asked = loop.time()
             silent = loop.time() - self._last_word
             if silent > DIRECTOR_LOST_AFTER and not self.director_lost:
                 self.director_lost = True
