@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -279,9 +280,15 @@ def player(tmp_path: Path):
         proc.wait()
 
 
-@pytest.mark.parametrize("by", ["name", "path"])
-async def test_a_process_exit_is_noticed_at_once_not_at_the_next_probe(player, by):
+@pytest.mark.parametrize(
+    ("by", "watcher"), [("name", "pidfd"), ("path", "pidfd"), ("name", "thread")]
+)
+async def test_a_process_exit_is_noticed_at_once_not_at_the_next_probe(
+    player, by, watcher, monkeypatch
+):
     binary, start = player
+    if watcher == "thread":  # as where os.pidfd_open is missing (macOS, Windows, old kernels)
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
     proc = start()
     # Probes an hour apart: only the exit notice can tell the check in time.
     target = binary.name if by == "name" else str(binary)
@@ -289,8 +296,8 @@ async def test_a_process_exit_is_noticed_at_once_not_at_the_next_probe(player, b
     try:
         run = checks.running[0]
         await async_wait_for(lambda: run.check.pid == proc.pid, what="the process to be found")
-        if sys.platform == "linux":
-            assert run.check.watcher == "pidfd"
+        if sys.platform == "linux" or watcher == "thread":
+            assert run.check.watcher == watcher
         proc.send_signal(signal.SIGKILL)
         await async_wait_for(lambda: told.changes, 5.0, "the exit to fail the check")
         assert told.changes[0] == (
