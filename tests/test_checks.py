@@ -337,3 +337,23 @@ async def test_new_checks_replace_the_old_ones_and_the_same_list_changes_nothing
         assert checks.running == [] and checks.failed is None
     finally:
         await checks.close()
+
+
+async def test_a_check_this_agent_cannot_run_fails_saying_why():
+    declared = [{"fans": 2, "name": "fans", **FAST}, {"tcp": "127.0.0.1:1", "fal": 2}]
+    checks, told = await run_checks(declared)
+    try:
+        await async_wait_for(lambda: len(told.changes) == 2, what="both checks to fail")
+        assert told.changes[0][:2] == ("fans", "failed")
+        assert (
+            "this agent knows no check kind in ['fall', 'fans', 'interval', 'name', 'rise']"
+            in told.changes[0][2]
+        )
+        assert "install the plugin that provides it on this client" in told.changes[0][2]
+        assert told.changes[1][:2] == ("check 2", "failed")
+        assert (
+            "not valid for this agent's 'tcp': fal: Extra inputs are not permitted"
+            in told.changes[1][2]
+        )
+    finally:
+        await checks.close()

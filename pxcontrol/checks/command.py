@@ -8,7 +8,6 @@ full pipe. Cut off at the time limit, it is killed with everything it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -53,8 +52,11 @@ class CommandCheck(Check):
         finally:
             if process.returncode is None:  # cut off at its time limit
                 _kill(process)
-                with contextlib.suppress(BaseException):  # reaped, its pipes closed
-                    await asyncio.wait_for(process.wait(), 1.0)
+            # Closed now, not when collected (asyncio's Process never closes its transport);
+            # asyncio's child watcher reaps the process.
+            transport = getattr(process, "_transport", None)
+            if transport is not None:
+                transport.close()
         if code != 0:
             said = tail.decode(errors="replace").strip().splitlines()
             raise CheckFailed(f"exited with {code}" + (f": {said[-1]}" if said else ""))

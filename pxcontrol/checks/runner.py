@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pxcontrol.checks.kind import TIMEOUT_CAP, Check, CheckContext, CheckFailed
+from pxcontrol.checks.kind import TIMEOUT_CAP, Check, CheckContext, CheckFailed, CheckSettings
 from pxcontrol.checks.kinds import CheckKinds
 from pxcontrol.checks.risefall import Change, RiseFall
 from pxcontrol.heartbeat import FailedCheck
@@ -75,32 +75,35 @@ class Checks:
         self.declared = declared
         for number, declaration in enumerate(declared, 1):
             run = self._make(number, declaration)
-            if run is not None:
-                self.running.append(run)
-                run.task = asyncio.get_running_loop().create_task(
-                    self._probe_forever(run), name=f"check {run.name}"
-                )
+            self.running.append(run)
+            run.task = asyncio.get_running_loop().create_task(
+                self._probe_forever(run), name=f"check {run.name}"
+            )
         if self.running:
             log.info("checks: %s", ", ".join(run.name for run in self.running))
 
-    def _make(self, number: int, declaration: dict[str, Any]) -> Running | None:
+    def _make(self, number: int, declaration: dict[str, Any]) -> Running:
         found = self.kinds.kind_of(declaration)
         if len(found) != 1:
             # The director checked the show with its plugins; this agent lacks one of them.
-            log.error(
-                "check %d %s: this agent knows no such check kind (kinds here: %s); is the "
-                "plugin that provides it installed on this client?",
+            # Failed, not left out: a show this agent cannot watch is not known to play.
+            return self._cannot_run(
                 number,
                 declaration,
-                ", ".join(self.kinds),
+                f"this agent knows no check kind in {sorted(declaration)} (kinds here: "
+                f"{', '.join(self.kinds)}): install the plugin that provides it on this client",
             )
-            return None
         kind = self.kinds.kinds[found[0]]
         try:
             settings = kind.cls.Settings.model_validate(declaration)
         except ValidationError as exc:
-            log.error("check %d %s is not valid here: %s", number, declaration, exc)
-            return None
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(map(str, first["loc"]))
+            return self._cannot_run(
+                number,
+                declaration,
+                f"not valid for this agent's {kind.name!r}: {where}: {first['msg']}",
+            )
         holder: list[Running] = []
         context = CheckContext(figures=self.figures, ended=lambda m: self._ended(holder[0], m))
         check = kind.cls(settings, context)
@@ -117,6 +120,18 @@ class Checks:
         )
         holder.append(run)
         return run
+
+    def _cannot_run(self, number: int, declaration: dict[str, Any], why: str) -> Running:
+        log.error("check %d %s: %s", number, declaration, why)
+        name = declaration.get("name")
+        check = _CannotRun(why)
+        return Running(
+            name=name if isinstance(name, str) and name else f"check {number}",
+            check=check,
+            interval=1.0,
+            timeout=1.0,
+            state=RiseFall(1, 1, self.clock),
+        )
 
     async def _probe_forever(self, run: Running) -> None:
         loop = asyncio.get_running_loop()
@@ -184,6 +199,17 @@ class Checks:
                 await asyncio.wait_for(run.check.close(), 1.0)
             except Exception:
                 log.exception("check %s did not close cleanly", run.name)
+
+
+class _CannotRun(Check):
+    """A declared check this agent cannot run: it fails, saying why."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(CheckSettings(), CheckContext())
+        self.why = why
+
+    async def probe(self) -> None:
+        raise CheckFailed(self.why)
 
 
 def _force(task: asyncio.Task[Any]) -> None:
