@@ -104,8 +104,9 @@ def test_the_player_killed_fails_its_checks_at_the_agent(tmp_path: Path, player:
 
 
 def _found(agent, player: Player) -> bool:
-    """The agent has found the player: the show's checks run (a log line names them)."""
-    return any(f"checks: process {player.name}, player" in line for line in agent.output)
+    """The agent's process check has found the player and watches it (its log says so)."""
+    found = f"process {player.name!r} found: pid {player.proc.pid}"
+    return any(found in line for line in agent.output)
 
 
 async def test_a_short_freeze_is_nothing_a_long_one_fails_and_recovers(player: Player):

@@ -11,6 +11,7 @@ the process runs cost nothing; once it is gone they look for it again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ntpath
 import os
 import posixpath
@@ -21,6 +22,8 @@ import psutil
 from pydantic import Field
 
 from pxcontrol.checks.kind import Check, CheckContext, CheckFailed, CheckSettings
+
+log = logging.getLogger("pxcontrol.checks")
 
 
 class ProcessCheck(Check):
@@ -43,6 +46,9 @@ class ProcessCheck(Check):
         if pid is None:
             raise CheckFailed(f"no process {self.target!r} is running")
         self._watch(pid)
+        log.info(
+            "process %r found: pid %d, its exit watched by a %s", self.target, pid, self.watcher
+        )
 
     def _watch(self, pid: int) -> None:
         self._loop = asyncio.get_running_loop()
