@@ -125,11 +125,14 @@ def crash(runs: int, use_mpv: bool) -> None:
 
 
 async def _targets(stop: threading.Event, ready: list) -> None:
-    async def http(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        writer.close()
+    async def http(reader, writer):  # keeps the connection, as a media server's API does
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
 
     tcp = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     web = await asyncio.start_server(http, "127.0.0.1", 0)

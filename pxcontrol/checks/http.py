@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import httpx
 from pydantic import AnyHttpUrl, Field
 
 from pxcontrol.checks.kind import Check, CheckContext, CheckFailed, CheckSettings
+
+# httpx logs every request at INFO: ten lines a second per check would bury the agent's log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class HttpCheck(Check):
