@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,7 +40,6 @@ class Running:
     state: RiseFall
     task: asyncio.Task[None] | None = None
     probes: int = 0
-    last: dict[str, Any] = field(default_factory=dict)
 
 
 class Checks:
