@@ -19,6 +19,9 @@ from typing import Any
 import pluggy
 import psutil
 
+from pxcontrol.checks.kinds import CheckKindError, CheckKinds, builtin_kinds, collect_check_kinds
+from pxcontrol.checks.risefall import Change
+from pxcontrol.checks.runner import Checks
 from pxcontrol.events import EventLog
 from pxcontrol.heartbeat import (
     HEARTBEAT,
@@ -36,6 +39,12 @@ from pxcontrol.supervisor import Death, Supervisor
 log = logging.getLogger("pxcontrol.agent")
 
 PERFORMANCE_EVERY = 0.5  # seconds between performance readings
+#: The director answers heartbeats only when it has news, so the agent asks it, this often,
+#: for a word (a heartbeat without the session earns a welcome, see replay.py) ...
+DIRECTOR_ASK_EVERY = 0.5
+#: ... and says the director is lost when no word came for this long.
+DIRECTOR_LOST_AFTER = 1.5
+DIRECTOR_LOST_TICK = 0.1  # how often the silence is looked at
 
 
 class Agent:
@@ -67,6 +76,13 @@ class Agent:
         self._transport: asyncio.DatagramTransport | None = None
         self._director_ips = _addresses_of(director[0])
         self._gpu = _Gpu.find()
+        self.checks = Checks(
+            _check_kinds(pm), self._check_changed, lambda: self.performance.get("extra", {})
+        )
+        self._wanted_checks: list[dict[str, Any]] = []
+        self._checks_changed = asyncio.Event()
+        self.director_lost = False
+        self._last_word: float | None = None  # loop time of the director's last notice
 
     async def run(
         self, stop: asyncio.Event, on_ready: Callable[[Agent], None] | None = None
@@ -86,6 +102,8 @@ class Agent:
         self.supervisor.start("heartbeats", self._send_heartbeats)
         self.supervisor.start("performance", self._measure)
         self.supervisor.start("director watch", self._watch_director)
+        self.supervisor.start("director lost", self._watch_director_lost)
+        self.supervisor.start("checks", self._run_checks)
         if on_ready is not None:
             on_ready(self)
         stopping = loop.create_task(stop.wait())
@@ -96,6 +114,7 @@ class Agent:
             stopping.cancel()
             failing.cancel()
             await self.supervisor.stop()
+            await self.checks.close()
             self._transport.close()
 
     def _task_died(self, death: Death) -> None:
@@ -106,38 +125,43 @@ class Agent:
         assert self._transport is not None
         return self._transport.get_extra_info("sockname")[:2]
 
+    def _send_beat(self, session: str | None = None) -> None:
+        """One heartbeat, now. `session=""` asks the director for a word (a welcome)."""
+        self.seq += 1
+        beat = Heartbeat(
+            name=self.name,
+            boot=self.boot,
+            seq=self.seq,
+            interval=self.interval,
+            epoch=self.epoch,
+            session=self.session if session is None else session,
+            cpu=self.performance.get("cpu"),
+            memory=self.performance.get("memory"),
+            gpu=self.performance.get("gpu"),
+            extra=self.performance.get("extra", {}),
+            failed=self.checks.failed,
+        )
+        try:
+            packet = encode(HEARTBEAT, beat, self.secret)
+        except (TypeError, ValueError):  # never let figures stop the heartbeat
+            packet = encode(HEARTBEAT, beat.model_copy(update={"extra": {}}), self.secret)
+        if len(packet) > HEARTBEAT_BUDGET:
+            # Plugin figures must never make the heartbeat itself too big to arrive.
+            if self.seq % 100 == 1:
+                log.warning("plugin figures make the heartbeat %d bytes: not sent", len(packet))
+            packet = encode(HEARTBEAT, beat.model_copy(update={"extra": {}}), self.secret)
+        try:
+            assert self._transport is not None
+            self._transport.sendto(packet, self.director)
+        except OSError as exc:  # no route yet: keep the schedule, say so once in a while
+            if self.seq % 50 == 1:
+                log.warning("cannot reach the director at %s:%s: %s", *self.director, exc)
+
     async def _send_heartbeats(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
-            self.seq += 1
-            beat = Heartbeat(
-                name=self.name,
-                boot=self.boot,
-                seq=self.seq,
-                interval=self.interval,
-                epoch=self.epoch,
-                session=self.session,
-                cpu=self.performance.get("cpu"),
-                memory=self.performance.get("memory"),
-                gpu=self.performance.get("gpu"),
-                extra=self.performance.get("extra", {}),
-            )
-            try:
-                packet = encode(HEARTBEAT, beat, self.secret)
-            except (TypeError, ValueError):  # never let figures stop the heartbeat
-                packet = encode(HEARTBEAT, beat.model_copy(update={"extra": {}}), self.secret)
-            if len(packet) > HEARTBEAT_BUDGET:
-                # Plugin figures must never make the heartbeat itself too big to arrive.
-                if self.seq % 100 == 1:
-                    log.warning("plugin figures make the heartbeat %d bytes: not sent", len(packet))
-                packet = encode(HEARTBEAT, beat.model_copy(update={"extra": {}}), self.secret)
-            try:
-                assert self._transport is not None
-                self._transport.sendto(packet, self.director)
-            except OSError as exc:  # no route yet: keep the schedule, say so once in a while
-                if self.seq % 50 == 1:
-                    log.warning("cannot reach the director at %s:%s: %s", *self.director, exc)
+            self._send_beat()
             # A fixed schedule, not a fixed pause: send time does not drift.
             due += self.interval
             delay = due - loop.time()
@@ -161,6 +185,56 @@ class Agent:
                 self.name,
             )
             await asyncio.sleep(60)
+
+    async def _watch_director_lost(self) -> None:
+        """A director that stops answering mid-show (stopped, crashed, cut off): say so at
+        the client, and keep heartbeating, so it finds everything as it was when it is back."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        while True:
+            await asyncio.sleep(DIRECTOR_LOST_TICK)
+            if self._last_word is None:
+                continue  # never heard yet: _watch_director speaks for that
+            if loop.time() - asked >= DIRECTOR_ASK_EVERY:
+                self._send_beat(session="")
+                asked = loop.time()
+            silent = loop.time() - self._last_word
+            if silent > DIRECTOR_LOST_AFTER and not self.director_lost:
+                self.director_lost = True
+                host, port = self.director
+                log.warning(
+                    "the director at %s:%s has not answered for %.1f s: is it running? This "
+                    "agent carries on sending heartbeats; takeovers wait for the director",
+                    host,
+                    port,
+                    silent,
+                )
+                self._observe(
+                    "agent.director_lost",
+                    {"director": f"{host}:{port}", "silent": round(silent, 3)},
+                )
+
+    def _heard_director(self) -> None:
+        self._last_word = asyncio.get_running_loop().time()
+        if self.director_lost:
+            self.director_lost = False
+            host, port = self.director
+            log.warning("the director at %s:%s answers again", host, port)
+            self._observe("agent.director_back", {"director": f"{host}:{port}"})
+
+    # --- checks ---
+
+    async def _run_checks(self) -> None:
+        """Run the checks the director's latest notice names; restart them when they change."""
+        while True:
+            await self._checks_changed.wait()
+            self._checks_changed.clear()
+            await self.checks.update(self._wanted_checks)
+
+    def _check_changed(self, check: str, change: Change, message: str) -> None:
+        fields = {"check": check, "message": message} if change == "failed" else {"check": check}
+        self._observe(f"check.{change}", fields)
+        self._send_beat()  # the director hears it now, not at the next scheduled heartbeat
 
     async def _measure(self) -> None:
         psutil.cpu_percent(None)  # the first reading only starts the measurement
@@ -211,7 +285,11 @@ class Agent:
                 )
             return
         self.heard = True
+        self._heard_director()
         self._take_session(placement)
+        if placement.checks != self._wanted_checks:
+            self._wanted_checks = placement.checks
+            self._checks_changed.set()
         if abs(placement.interval - self.interval) > 1e-9:
             log.info("heartbeat interval set by the show: %g s", placement.interval)
             self.interval = placement.interval
@@ -298,6 +376,17 @@ class _Gpu:
             }
         except Exception:
             return {"name": self.name}
+
+
+def _check_kinds(pm: pluggy.PluginManager) -> CheckKinds:
+    try:
+        return collect_check_kinds(pm)
+    except CheckKindError as exc:
+        log.error("%s; this agent runs the built-in check kinds only", exc)
+        kinds = CheckKinds()
+        for cls in builtin_kinds():
+            kinds.register(cls, "pxcontrol")
+        return kinds
 
 
 def _addresses_of(host: str) -> set[str]:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from pxcontrol.actions import ActionSpec, describe_validation_error
 from pxcontrol.catalog import Catalog, DuplicateModuleType
+from pxcontrol.checks.kinds import CheckKindError, collect_check_kinds
 from pxcontrol.deadlines import Deadlines
 from pxcontrol.events import Event, EventLog
 from pxcontrol.loader import Reporter, parse_structure, read_show
@@ -140,6 +141,10 @@ def _load_show(path: Path, dropins: DropinCache | None) -> LoadedShow:
         report.problems.append(_plugin_problem(problem))
     try:
         catalog = collect_module_types(pm)
+        catalog.check_kinds = collect_check_kinds(pm)
+    except CheckKindError as exc:
+        report.problems.append(Problem(path, None, "", str(exc)))
+        raise ShowInvalid(report.problems) from None
     except PluginError as exc:
         report.problems.append(Problem(exc.file or path, exc.line, "", str(exc)))
         raise ShowInvalid(report.problems) from None

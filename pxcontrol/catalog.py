@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pxcontrol.actions import ActionSpec
+from pxcontrol.checks.kinds import CheckKinds
 from pxcontrol.module import Module
 
 
@@ -31,6 +32,7 @@ class DuplicateModuleType(Exception):
 @dataclass
 class Catalog:
     types: dict[str, ModuleType] = field(default_factory=dict)
+    check_kinds: CheckKinds = field(default_factory=CheckKinds)  # the agent's, for `check`
 
     def register(self, cls: type[Module], plugin: str, name: str | None = None) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Module)):

@@ -277,6 +277,11 @@ class Director:
             self.live.update(new)
             self.backup.update(new)
             self.mappings.mappings = mappings_of(new)
+        # The show is the one source of a client's checks: a changed list reaches its agent
+        # now, not at the next decision.
+        self.live.tell(
+            [c.name for c in new.clients if old.checks_for(c.name) != new.checks_for(c.name)]
+        )
         modules = await self.app.apply(loaded)
         parts = [
             f"modules kept: {', '.join(modules.kept) or 'none'}",
@@ -402,6 +407,7 @@ class Director:
             interval=self.show.detection.heartbeat_interval,
             placement={p: b for p, b in self.backup.placement.items() if p != b},
             plays=self.backup.plays(agent),
+            checks=self.show.checks_for(agent),
         )
 
     def _would_take_over(self, name: str) -> bool:

@@ -25,10 +25,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class FailedCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The client's first failed check (in the show's order) and why it failed."""
 
-    check: str
-    message: str
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check: str = Field(max_length=200, description="the check's name")
+    message: str = Field(max_length=300, description="why it failed, for people")
 
 
 class Heartbeat(BaseModel):
@@ -46,7 +48,9 @@ class Heartbeat(BaseModel):
     memory: float | None = None
     gpu: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
-    failed: FailedCheck | None = None
+    failed: FailedCheck | None = Field(
+        None, description="a failed check; None while every check is healthy (or none runs)"
+    )
 
 
 class Placement(BaseModel):
@@ -66,6 +70,9 @@ class Placement(BaseModel):
     session: str = Field("", max_length=64)
     boot: str | None = Field(None, max_length=64)
     seq: int | None = Field(None, ge=0)
+    # The client's checks as the show declares them (one kind key each, plus name,
+    # interval, fall, rise, timeout), with the [detection] defaults filled in.
+    checks: list[dict[str, Any]] = []
 
 
 class WireError(ValueError):

@@ -36,3 +36,8 @@ def observe_event(event: Event) -> Awaitable[None] | None:
 @hookspec
 def agent_performance() -> dict[str, Any] | Awaitable[dict[str, Any]] | None:
     """Return extra performance figures for the agent's heartbeat, e.g. `{"fps": 59.94}`."""
+
+
+@hookspec
+def register_check_kinds(register: Callable[..., None]) -> None:
+    """Register check kinds for the agent: call `register(CheckClass)` (or `register(cls, name="x")`) once per kind."""

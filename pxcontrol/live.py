@@ -469,6 +469,13 @@ class LiveSystems:
             if client.address is not None:
                 self._send_placement(client, event)
 
+    def tell(self, names: list[str]) -> None:
+        """Send these clients' agents their placement again now (their checks changed)."""
+        for name in names:
+            client = self.clients.get(name)
+            if client is not None:
+                self._send_placement(client)
+
     def _send_placement(self, client: ClientLive, event: dict | None = None) -> None:
         if client.address is not None:
             self._send_notice(client.name, client.address, event)

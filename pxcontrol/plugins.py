@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = (
     "pxcontrol_tcp",
     "pxcontrol_http",
     "pxcontrol_videohub",
+    "pxcontrol_mpv",
 )
 
 

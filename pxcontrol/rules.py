@@ -14,11 +14,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from pxcontrol.catalog import Catalog
+from pxcontrol.checks.kind import CheckContext
+from pxcontrol.checks.kinds import CheckKinds
 from pxcontrol.events import KINDS, SAMPLES, TAKEOVER_KINDS, fields_of
 from pxcontrol.loader import Reporter, report_errors, report_validation_error
 from pxcontrol.placeholders import fill, names_in
 from pxcontrol.problems import did_you_mean
 from pxcontrol.show import SHOW_MODULE, ActionCall, ClientDecl, ShowFile
+
+_NO_CONTEXT = CheckContext()  # a check made only to learn its default name
 
 
 def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[str, Any]) -> None:
@@ -70,6 +74,7 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
             path = ("mappings", i, "do", j)
             check_action_call(call, path, show, catalog, report, written, fields)
     _check_clients(show, report, written)
+    check_client_checks(show, catalog.check_kinds, report, data)
     if not show.director.bind.is_loopback and not show.director.token:
         report.error(
             ("director", "bind"),
@@ -268,3 +273,58 @@ def _check_pair(playout: ClientDecl, backup: ClientDecl, path: tuple, report: Re
             ("clients",),
             f"{playout.name} declares no outputs or live inputs: a takeover would move nothing",
         )
+
+
+def check_client_checks(
+    show: ShowFile, kinds: CheckKinds, report: Reporter, data: dict[str, Any]
+) -> None:
+    """Each check names one kind this installation knows, with settings that kind accepts."""
+    raw_clients = data.get("clients", [])
+    for i, client in enumerate(show.clients):
+        raw = _raw_client(raw_clients, client.name, i)
+        names: dict[str, int] = {}
+        for j, declaration in enumerate(client.checks):
+            path = ("clients", raw, "checks", j)
+            found = kinds.kind_of(declaration)
+            if not found:
+                keys = ", ".join(map(repr, declaration)) or "no keys"
+                hints = [h for k in declaration if (h := did_you_mean(str(k), list(kinds)))]
+                report.error(
+                    path,
+                    f"a check names no check kind ({keys})",
+                    (hints[0] + " " if hints else "")
+                    + "check kinds: "
+                    + ", ".join(kinds)
+                    + " (plugins add more: docs/hooks.md#register_check_kinds)",
+                )
+                continue
+            if len(found) > 1:
+                report.error(
+                    (*path, found[1]),
+                    f"a check names two kinds ({', '.join(found)})",
+                    "write each kind as a check of its own: checks = [{ ... }, { ... }]",
+                )
+                continue
+            kind = kinds.kinds[found[0]]
+            try:
+                settings = kind.cls.Settings.model_validate(declaration)
+            except ValidationError as exc:
+                report_validation_error(report, exc, declaration, kind.cls.Settings, path)
+                continue
+            name = settings.name or kind.cls(settings, _NO_CONTEXT).describe()
+            if name in names:
+                report.error(
+                    (*path, "name") if settings.name else path,
+                    f"two checks of {client.name} are called {name!r} (#{names[name] + 1} too)",
+                    'give one a name of its own: name = "..."',
+                )
+            names.setdefault(name, j)
+
+
+def _raw_client(raw_clients: Any, name: str, index: int) -> int:
+    """The client's place in the file: entries that failed validation are missing from the show."""
+    if isinstance(raw_clients, list):
+        for k, raw in enumerate(raw_clients):
+            if isinstance(raw, dict) and raw.get("name") == name:
+                return k
+    return index

@@ -62,6 +62,13 @@ class DetectionSettings(Strict):
     offline_after: Seconds = 0.5
     online_after: Seconds = 3.0
     mass_failure_guard: Annotated[float, Field(ge=0, le=1)] = 0.5
+    check_interval: Seconds = Field(0.1, description="seconds between probes of each check")
+    check_fall: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
+        2, description="failures in a row that fail a check"
+    )
+    check_rise: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
+        5, description="successes in a row that recover a check"
+    )
 
     @model_validator(mode="after")
     def _room_for_a_lost_heartbeat(self) -> DetectionSettings:
@@ -116,6 +123,11 @@ class ClientDecl(Strict):
         False, description="take over automatically when a covered client goes offline"
     )
     on_backup: ActionList = Field([], description="actions to run when this backup takes over")
+    checks: list[dict[str, Any]] = Field(
+        [],
+        description="probes of the show run by this client's agent, e.g. { process = "
+        '"Pixera.exe" }; each kind checks its own keys (see pxcontrol.checks)',
+    )
 
     @property
     def is_backup(self) -> bool:
@@ -233,6 +245,19 @@ class ShowFile(Strict):
             del self.__dict__["_client_index"]
             index = self._client_index
         return index
+
+    def checks_for(self, name: str) -> list[dict[str, Any]]:
+        """A client's checks as its agent is told them: [detection]'s defaults filled in."""
+        client = self.client(name)
+        if client is None:
+            return []
+        detection = self.detection
+        defaults = {
+            "interval": detection.check_interval,
+            "fall": detection.check_fall,
+            "rise": detection.check_rise,
+        }
+        return [{**defaults, **check} for check in client.checks]
 
     @property
     def all_modules(self) -> dict[str, ModuleDecl]:

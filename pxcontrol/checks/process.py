@@ -1,0 +1,130 @@
+"""`{ process = "Pixera.exe" }`: a process of that name (or executable path) runs.
+
+The process is found once (psutil, in a thread) and then watched: on Linux its exit
+is a readable pidfd on the event loop, elsewhere (no `os.pidfd_open`, or no
+`add_reader` as on Windows' Proactor loop) a waiter thread blocks in
+`psutil.Process.wait`. Either way the exit is noticed at once, not at the next
+probe, and fails the check at once (an exit is certain, not slow). Probes while
+the process runs cost nothing; once it is gone they look for it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ntpath
+import os
+import posixpath
+import threading
+from typing import Any
+
+import psutil
+from pydantic import Field
+
+from pxcontrol.checks.kind import Check, CheckContext, CheckFailed, CheckSettings
+
+log = logging.getLogger("pxcontrol.checks")
+
+
+class ProcessCheck(Check):
+    kind = "process"
+
+    class Settings(CheckSettings):
+        process: str = Field(min_length=1, description="process name, or executable path")
+
+    def __init__(self, settings: Settings, context: CheckContext) -> None:
+        super().__init__(settings, context)
+        self.pid: int | None = None  # the process watched now
+        self._pidfd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.watcher = ""  # "pidfd" or "thread": how its exit is noticed
+
+    async def probe(self) -> None:
+        if self.pid is not None:
+            return  # watched: its exit would have been noticed
+        pid = await asyncio.to_thread(find_process, self.target)
+        if pid is None:
+            raise CheckFailed(f"no process {self.target!r} is running")
+        self._watch(pid)
+        log.info(
+            "process %r found: pid %d, its exit watched by a %s", self.target, pid, self.watcher
+        )
+
+    def _watch(self, pid: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.pid = pid
+        if hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._exited(pid)
+                return
+            except OSError:
+                fd = None  # a kernel without pidfd: a thread instead
+            if fd is not None:
+                try:
+                    self._loop.add_reader(fd, self._pidfd_readable, pid)
+                except NotImplementedError:
+                    os.close(fd)
+                else:
+                    self._pidfd, self.watcher = fd, "pidfd"
+                    return
+        self.watcher = "thread"
+        threading.Thread(target=self._wait, args=(pid,), daemon=True, name=f"wait {pid}").start()
+
+    def _pidfd_readable(self, pid: int) -> None:
+        self._stop_pidfd()
+        self._exited(pid)
+
+    def _wait(self, pid: int) -> None:
+        try:
+            psutil.Process(pid).wait()
+        except psutil.Error:
+            pass
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._exited, pid)
+
+    def _exited(self, pid: int) -> None:
+        if self.pid != pid:
+            return  # a watcher of a process given up already
+        self.pid = None
+        self.context.ended(f"process {self.target!r} (pid {pid}) exited")
+
+    def _stop_pidfd(self) -> None:
+        if self._pidfd is not None and self._loop is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+        self._pidfd = None
+
+    async def close(self) -> None:
+        self._stop_pidfd()
+        self.pid = None  # a waiter thread that returns later finds nothing to tell
+
+
+def find_process(wanted: str) -> int | None:
+    """The pid of a running process named `wanted` (or with that executable), if any."""
+    by_path = "/" in wanted or "\\" in wanted
+    me = os.getpid()
+    for proc in psutil.process_iter(["name", "exe", "status"] if by_path else ["name", "status"]):
+        info: dict[str, Any] = proc.info
+        if proc.pid == me or info.get("status") == psutil.STATUS_ZOMBIE:
+            continue  # a zombie has exited; only its parent has not looked yet
+        if by_path:
+            if info.get("exe") and _same_path(info["exe"], wanted):
+                return proc.pid
+        elif _same_name(info.get("name") or "", wanted):
+            return proc.pid
+    return None
+
+
+def _same_name(name: str, wanted: str) -> bool:
+    if os.name == "nt":  # Pixera.exe and pixera.EXE are one program there
+        return name.lower() == wanted.lower()
+    return name == wanted
+
+
+def _same_path(path: str, wanted: str) -> bool:
+    if os.name == "nt":
+        return ntpath.normcase(path) == ntpath.normcase(wanted)
+    return posixpath.normpath(path) == posixpath.normpath(wanted)
