@@ -236,6 +236,9 @@ def _descriptors(director: Process) -> int:
     return len(os.listdir(f"/proc/{director.proc.pid}/fd"))
 
 
+SLACK = 16  # descriptors the director may open for other things while the flood goes on
+
+
 def test_a_flood_of_idle_connections_leaves_the_director_its_descriptors(tmp_path: Path):
     router = Router()
     rig = Rig(tmp_path, SHOW.replace("{router_port}", str(router.port)))
@@ -249,11 +252,13 @@ def test_a_flood_of_idle_connections_leaves_the_director_its_descriptors(tmp_pat
             socks = _flood(port)
             floods += socks
             wait_for(lambda s=socks: sum(map(_settled, s)) > FLOOD // 2, 10, "the connects")
-            # The director holds no more than its bounds (OSC, then OSC and web) ...
+            # The director holds no more than its bounds (OSC, then OSC and web), give or
+            # take the few files it opens meanwhile (the event log's journal, a module's
+            # reconnect): far from the 1,100 the flood offers ...
             wait_for(
-                lambda h=held: _descriptors(director) <= base + h,
+                lambda h=held: _descriptors(director) <= base + h + SLACK,
                 10,
-                f"the director to hold at most {held} connections",
+                f"the director to hold at most {held} connections (+{SLACK})",
             )
             # ... and closed the rest: the peer sees a reset, or the page's 503 and a close.
             wait_for(lambda s=socks: sum(map(_refused, s)) >= 100, 10, "100 closed by the director")
