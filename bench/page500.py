@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,7 @@ class Show:
         self.sim.terminate()
         self.sim.wait(10)
         self.rig.close()
+        shutil.rmtree(self.rig.folder, ignore_errors=True)  # the show and its state
 
 
 def change_to_page(show: Show, changes: int) -> None:
