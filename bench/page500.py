@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+import _trace
+import httpx
 import psutil
 from _common import interrupt_on_term, ms, quantiles
 from websockets.sync.client import connect
@@ -120,6 +123,7 @@ class Show:
         self.sim.terminate()
         self.sim.wait(10)
         self.rig.close()
+        shutil.rmtree(self.rig.folder, ignore_errors=True)  # the show and its state
 
 
 def change_to_page(show: Show, changes: int) -> None:
@@ -165,7 +169,7 @@ def director_cpu(show: Show, pages: int, seconds: float) -> None:
           + (f"  ({traffic / 1024:.1f} KB/s to each page)" if pages else ""))  # fmt: skip
 
 
-def chromium_main_thread(show: Show, seconds: float) -> None:
+def chromium_main_thread(show: Show, seconds: float, trace: bool = False) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -185,20 +189,71 @@ def chromium_main_thread(show: Show, seconds: float) -> None:
                 metrics = cdp.send("Performance.getMetrics")["metrics"]
                 return {m["name"]: m["value"] for m in metrics if m["name"] in kinds}
 
-            first, start = task(), time.monotonic()
-            while time.monotonic() - start < seconds:
-                show.stop_one()
-                time.sleep(2.0)
-            spent = time.monotonic() - start
-            last = task()
-            busy = {k: (last[k] - first[k]) / spent for k in kinds}
-            rows = page.locator("tr.client").count()
+            def window(label: str, changes: bool) -> None:
+                if trace:
+                    browser.start_tracing(page=page, categories=_trace.CATEGORIES)
+                first, cpu_first, start = task(), renderer_cpu(), time.monotonic()
+                while time.monotonic() - start < seconds:
+                    if changes:
+                        show.stop_one()
+                    time.sleep(2.0)
+                spent = time.monotonic() - start
+                last, cpu_last = task(), renderer_cpu()
+                traced = _trace.main_thread(browser.stop_tracing(), spent) if trace else {}
+                rows = page.locator("tr.client").count()
+                busy = {k: (last[k] - first[k]) / spent for k in kinds}
+                cpu = tuple((b - a) / spent for a, b in zip(cpu_first, cpu_last, strict=True))
+                report(label, busy, cpu, rows, traced)
+
+            window("a client stopped every 2 s", changes=True)
+            # An alarm open: C004 takes over C000 from the page's API, then goes silent.
+            answer = httpx.post(
+                f"http://127.0.0.1:{show.rig.http_port}/api/backup/switch",
+                json={"client": "C000"},
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            assert show.sim.stdin is not None
+            show.sim.stdin.write("stop C004\n")
+            show.sim.stdin.flush()
+            page.wait_for_selector("#alarms:not([hidden])", timeout=10_000)
+            window("an alarm open, nothing changing", changes=False)
         finally:
             browser.close()
+
+
+def renderer_cpu() -> tuple[float, float]:
+    """CPU seconds so far of chromium's renderers (ours: below this process), main threads
+    and whole processes. Unlike the page's task durations, a busy machine does not inflate
+    these: time spent waiting for a core is not counted."""
+    main = whole = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "--type=renderer" not in child.cmdline():
+                continue
+            times = child.cpu_times()
+            whole += times.user + times.system
+            main += sum(t.user_time + t.system_time for t in child.threads() if t.id == child.pid)
+        except psutil.Error:
+            continue
+    return main, whole
+
+
+def report(
+    label: str, busy: dict[str, float], cpu: tuple[float, ...], rows: int, traced: dict
+) -> None:
     parts = ", ".join(
         f"{k.removesuffix('Duration').lower()} {v * 1000:.1f}" for k, v in busy.items()
     )
-    print(f"  chromium main thread, ms per second: {parts}; {rows} rows in the document")
+    print(f"  chromium, {label} ({rows} rows in the document):")
+    print(f"    CPU, ms per second: renderer main thread {cpu[0] * 1000:.1f}, "
+          f"renderer process {cpu[1] * 1000:.1f}")  # fmt: skip
+    print(f"    main-thread task time (CDP, wall clock), ms per second: {parts}")
+    if traced:
+        top = sorted(traced.items(), key=lambda kv: -kv[1][0])
+        print("  traced, per second: self time in ms (events); tracing adds its own cost")
+        for name, (spent_ms, count) in top[:12]:
+            print(f"    {spent_ms:7.1f} ms ({count:5.1f})  {name}")
 
 
 def main() -> None:
@@ -207,6 +262,9 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--cpu-seconds", type=float, default=10.0)
     parser.add_argument("--only", choices=["change", "cpu", "chromium"], help="one part only")
+    parser.add_argument(
+        "--trace", action="store_true", help="chromium: also trace where main-thread time goes"
+    )
     args = parser.parse_args()
     interrupt_on_term()
     for clients in args.clients:
@@ -218,7 +276,7 @@ def main() -> None:
             for pages in (0, 1, 5) if args.only in (None, "cpu") else ():
                 director_cpu(show, pages, args.cpu_seconds)
             if args.only == "chromium" or (args.only is None and clients >= 500):
-                chromium_main_thread(show, args.cpu_seconds)
+                chromium_main_thread(show, args.cpu_seconds, args.trace)
         finally:
             show.close()
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
+from pxcontrol.app import load_show
 from pxcontrol.arrivals import ArrivalReader, Datagram
+from pxcontrol.live import LiveSystems
 
 
 @pytest.fixture
@@ -74,3 +76,42 @@ def test_the_reader_ticks_when_nothing_arrives(pair):
     thread.join(2)
     assert len(ticks) >= 5 and not thread.is_alive()
     assert reader.last_tick == ticks[-1]
+
+
+SHOW = """
+[[clients]]
+name = "A"
+ip = "127.0.0.11"
+
+[[clients]]
+name = "B"
+ip = "127.0.0.12"
+"""
+
+
+def test_every_silence_is_looked_at_once_a_tick_however_often_batches_come(write_show):
+    # At 500 clients × 10 Hz the reader's batches are mostly one heartbeat each: looking at
+    # all 500 silences after each one tripled the director's CPU for heartbeats.
+    now = [100.0]
+    live = LiveSystems(
+        load_show(write_show(SHOW)).show, lambda *a, **k: None, _never, clock=lambda: now[0]
+    )
+    tick = live.detector.check_every
+    live._batch([], 100.0)
+    for ms in range(1, 25):  # a batch every millisecond, within one tick
+        now[0] = 100.0 + ms / 1000
+        live._batch([], now[0])
+        assert live.detector.last_check == 100.0
+        # The reader waits no longer than until the next look is due.
+        assert live._every() == pytest.approx(100.0 + tick - now[0])
+    now[0] = 100.0 + tick
+    assert live._every() == 0.0
+    live._batch([], now[0])
+    assert live.detector.last_check == now[0]
+    # A clock that went back is looked at at once (the detector reports it as a stall).
+    live._batch([], 99.0)
+    assert live.detector.last_check == 99.0
+
+
+async def _never(name: str, eligible: bool, why_not: str) -> None:
+    raise AssertionError("nobody goes offline here")

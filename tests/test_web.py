@@ -176,6 +176,14 @@ def test_switch_to_backup_and_move_to_from_the_page(demo: Rig, page: Page):
     assert auto["on"] is False and auto["reason"] == "web"
 
 
+# The properties that running CSS animations and transitions change.
+ANIMATED = """() => [...new Set(document.getAnimations()
+  .filter((a) => a.playState === "running")
+  .flatMap((a) => a.effect.getKeyframes())
+  .flatMap((k) => Object.keys(k))
+  .filter((p) => !["offset", "computedOffset", "easing", "composite"].includes(p)))]"""
+
+
 OFFLINE_WATCH = """() => {
   window.notReloaded = true;
   const row = document.querySelector('tr[data-client="Playout1"]');
@@ -206,6 +214,11 @@ def test_a_killed_playout_turns_its_row_offline_within_a_second_without_reloadin
     alarms = page.locator("#alarms")
     expect(alarms).to_be_visible()
     expect(alarms).to_contain_text("backup Backup1 went offline while playing the outputs of")
+    # What moves on the page (the alarm's pulse, new events) moves on the compositor: an
+    # animation of anything but opacity or transform repaints the page every frame.
+    animated = page.evaluate(ANIMATED)
+    assert "opacity" in animated, f"the alarm sign pulses: {animated}"
+    assert set(animated) <= {"opacity", "transform"}, f"painted every frame: {animated}"
     page.get_by_role("button", name="Acknowledge").click()
     expect(alarms).to_be_hidden()
 

@@ -16,8 +16,17 @@ const GROUP_HEIGHT = 30;
 const OVERSCAN = 6; // rows drawn beyond each edge of the view
 const NAMES_SHOWN = 6; // names listed in an aggregated alarm before "and N more"
 const TOGETHER_S = 1.0; // alarms of one kind this close together are shown as one
+const FRESH_MS = 1200; // new events are marked this long (a class, not an animation: see setText)
 
 const $ = (selector, root = document) => root.querySelector(selector);
+
+// The page's steady work in the browser is what it changes in the document, so it changes
+// only what differs: writing the same text again still costs a layout. For the same reason
+// nothing animates on the main thread (no CSS transitions or animations of paint, see
+// docs/web.md): every frame of one was a repaint.
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
+}
 
 const page = {
   socket: null,
@@ -252,7 +261,7 @@ function layoutSoon() {
     page.layoutDue = false;
     const { view, total } = computeView();
     page.view = view;
-    $("#shown-count").textContent = `${total} of ${page.clients.size}`;
+    setText($("#shown-count"), `${total} of ${page.clients.size}`);
     renderSummary();
     drawWindow();
   });
@@ -350,10 +359,10 @@ function renderSummary() {
   }
   for (const [key, n] of Object.entries(counts)) {
     const cell = $(`#summary [data-count="${key}"]`);
-    $("b", cell).textContent = n;
+    setText($("b", cell), String(n));
     cell.classList.toggle("zero", n === 0);
   }
-  $("#online-count").textContent = `${counts.online}/${page.clients.size}`;
+  setText($("#online-count"), `${counts.online}/${page.clients.size}`);
 }
 
 // --- one client's row ---
@@ -483,16 +492,16 @@ function failedWords(c) {
 function drawHeard(row, c) {
   const cell = $(".c-heard", row);
   if (c.heard_at == null) {
-    cell.textContent = "never";
+    setText(cell, "never");
     cell.title = "";
     return;
   }
   cell.title = `last heartbeat ${clock(c.heard_at)}`;
   if (c.state === "online" && !c.late) {
-    cell.textContent = "now";
+    setText(cell, "now");
     return;
   }
-  cell.textContent = ago(Date.now() / 1000 - c.heard_at);
+  setText(cell, ago(Date.now() / 1000 - c.heard_at));
 }
 
 function ago(seconds) {
@@ -567,7 +576,7 @@ function drawFigures(row, name) {
     const cell = $(`[data-metric="${metric}"]`, row);
     const value = f[metric];
     if (online || $(".value", cell).textContent === "–") {
-      $(".value", cell).textContent = formatFigure(metric, value);
+      setText($(".value", cell), formatFigure(metric, value));
       cell.classList.toggle("hot", metric !== "fps" && value != null && value >= 90);
     }
     drawSpark(cell, history[metric], metric);
@@ -764,8 +773,10 @@ function addEvents(events, fresh = true) {
   const newest = events.slice(-EVENTS_KEPT);
   const items = document.createDocumentFragment();
   for (let i = newest.length - 1; i >= 0; i--) items.append(eventItem(newest[i], fresh));
+  const added = fresh ? [...items.children] : [];
   list.prepend(items);
   while (list.children.length > EVENTS_KEPT) list.lastElementChild.remove();
+  if (added.length) setTimeout(() => added.forEach((item) => item.classList.remove("fresh")), FRESH_MS);
   let alarmed = false;
   for (const event of events) {
     if (ALARM_KINDS.has(event.kind)) {
@@ -941,7 +952,7 @@ function milliseconds(seconds) {
 }
 
 function tickClock() {
-  $("#clock").textContent = clock(Date.now() / 1000).slice(0, 8);
+  setText($("#clock"), clock(Date.now() / 1000).slice(0, 8));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
