@@ -246,23 +246,8 @@ class Detector:
                 for n, at in self.failing.items()
                 if n != watch.name and abs(at - watch.failed_at) <= window
             ]
-            watched = len(dropped) + sum(
-                1 for w in self.clients.values() if w.state in HEARD and w.name not in dropped
-            )
-            if len(dropped) > 1 and len(dropped) / watched > self.timing.mass_failure_guard:
-                for name in dropped:
-                    self.clients[name].guarded = True
-                at = [self.failing[n] for n in dropped]
-                changes.append(
-                    Change(
-                        "mass_failure",
-                        watch.name,
-                        now,
-                        clients=tuple(dropped),
-                        seconds=max(at) - min(at),
-                        by_checks=True,
-                    )
-                )
+            at = [self.failing[n] for n in dropped]
+            changes.extend(self._mass_failure(watch, dropped, at, now, by_checks=True))
         if watch.guarded:
             why = "mass failure guard: many clients failed their checks at once"
             changes.append(Change("failed_decision", watch.name, now, why_not=why))
@@ -300,28 +285,43 @@ class Detector:
                 # A run of heartbeats that the stall hid is not known to be steady.
                 watch.steady_since = min(watch.steady_since, now)
 
+    def _mass_failure(
+        self,
+        watch: ClientWatch,
+        dropped: list[str],
+        times: list[float],
+        now: float,
+        by_checks: bool = False,
+    ) -> list[Change]:
+        """The guard: more than `mass_failure_guard` of the watched clients lost together
+        (`dropped` holds `watch`; `times` when each was lost) — none is taken over."""
+        watched = len(dropped) + sum(
+            1 for w in self.clients.values() if w.state in HEARD and w.name not in dropped
+        )
+        share = len(dropped) / watched  # never zero: `dropped` holds this client
+        if len(dropped) <= 1 or share <= self.timing.mass_failure_guard:
+            return []
+        for name in dropped:
+            self.clients[name].guarded = True
+        seconds = max(times) - min(times)
+        return [
+            Change(
+                "mass_failure",
+                watch.name,
+                now,
+                clients=tuple(dropped),
+                seconds=seconds,
+                by_checks=by_checks,
+            )
+        ]
+
     def _offline(self, watch: ClientWatch, now: float) -> list[Change]:
         watch.remembered = False
         changes: list[Change] = []
         if not watch.guarded:
             dropped = self._dropped_together(watch, now)
-            watched = len(dropped) + sum(
-                1 for w in self.clients.values() if w.state in HEARD and w.name not in dropped
-            )
-            share = len(dropped) / watched  # never zero: `dropped` holds this client
-            if len(dropped) > 1 and share > self.timing.mass_failure_guard:
-                for name in dropped:
-                    self.clients[name].guarded = True
-                heard = [self.clients[n].last_heard or now for n in dropped]
-                changes.append(
-                    Change(
-                        "mass_failure",
-                        watch.name,
-                        now,
-                        clients=tuple(dropped),
-                        seconds=max(heard) - min(heard),
-                    )
-                )
+            heard = [self.clients[n].last_heard or now for n in dropped]
+            changes.extend(self._mass_failure(watch, dropped, heard, now))
         watch.state = ClientState.OFFLINE
         watch.steady_since = None
         watch.late = False
