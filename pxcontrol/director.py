@@ -162,7 +162,7 @@ class Director:
             where = f"the takeover of {intent.client} by {intent.backup} (epoch {intent.epoch})"
             if intent.kind == "backup.moved":
                 where = f"the move of {intent.client} to {intent.backup} (epoch {intent.epoch})"
-            actions = ", ".join(intent.actions)
+            actions = ", ".join(_call_text(c) for c in intent.calls)  # which cue, which route
             if replay:
                 then = "they run again now (replay_on_recovery)"
             elif intent.state == REPLAYING:
@@ -456,6 +456,12 @@ class Director:
             await self.store.remember_seen(names)
         except Exception as exc:
             log.error("could not remember the clients seen online: %s", exc)
+
+
+def _call_text(call: dict) -> str:
+    """An action as it was called: `Console.Send(address='/eos/cue/91/fire')`."""
+    args = ", ".join(f"{k}={v!r}" for k, v in (call.get("args") or {}).items())
+    return f"{call['action']}({args})" if args else str(call["action"])
 
 
 def _changed_keys(old: BaseModel, new: BaseModel) -> list[str]:

@@ -120,6 +120,8 @@ def test_actions_never_confirmed_are_an_alarm_after_a_restart_and_not_run_again(
     assert alarm["replay"] is False
     assert "takeover of Playout1 by Backup1 (epoch 1)" in alarm["message"]
     assert "check them by hand" in alarm["message"]
+    # The operator sees which call to check: the action with its arguments, filled in.
+    assert "Door.Mark(path=" in alarm["message"] and "text='Backup1')" in alarm["message"]
     # A later event to look back from: the backup's agent is heard steadily again.
     director.wait_event("client.online", client="Backup1")
     assert marks(rig) == ["Backup1"]
