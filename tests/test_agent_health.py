@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import time
@@ -38,10 +39,11 @@ class FakeDirector(asyncio.DatagramProtocol):
 
 
 async def test_a_failed_check_travels_at_once_in_an_extra_heartbeat(tmp_path: Path):
-    player = tmp_path / "pxplayer"
+    name = f"pxp{os.getpid() % 100000}"  # unique here, and short enough for the kernel
+    player = tmp_path / name
     shutil.copy(shutil.which("sleep") or "/bin/sleep", player)
     proc = await asyncio.create_subprocess_exec(str(player), "600")
-    check = {"process": "pxplayer", "interval": 0.05, "fall": 1, "rise": 1}
+    check = {"process": name, "interval": 0.05, "fall": 1, "rise": 1}
     # An hour between scheduled heartbeats: any heartbeat after the welcome is an extra one.
     notice = Placement(epoch=1, interval=3600, placement={}, session="s1", checks=[check])
     loop = asyncio.get_running_loop()
@@ -64,8 +66,8 @@ async def test_a_failed_check_travels_at_once_in_an_extra_heartbeat(tmp_path: Pa
         await proc.wait()
         await async_wait_for(lambda: in_session(), what="a heartbeat saying the check failed")
         failed = in_session()[0].failed
-        assert failed is not None and failed.check == "process pxplayer"
-        assert failed.message.startswith("process 'pxplayer' (pid ")
+        assert failed is not None and failed.check == f"process {name}"
+        assert failed.message.startswith(f"process '{name}' (pid ")
         assert [e.kind for e in agent.events if e.kind.startswith("check.")] == ["check.failed"]
         proc = await asyncio.create_subprocess_exec(str(player), "600")
         await async_wait_for(lambda: len(in_session()) == 2, what="a heartbeat saying recovered")

@@ -266,7 +266,9 @@ async def test_a_plugin_probe_that_raises_is_a_failure_with_its_words():
 @pytest.fixture
 def player(tmp_path: Path):
     """A process with a name no other process here has: a copy of sleep."""
-    binary = tmp_path / "pxplayer"
+    # Unique on the machine (another suite or a bench may run its own players), and under
+    # 16 characters: the kernel's name for a process.
+    binary = tmp_path / f"pxp{os.getpid() % 100000}"
     shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
     procs: list[subprocess.Popen] = []
 
