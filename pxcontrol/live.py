@@ -368,7 +368,10 @@ class LiveSystems:
         self.drops[reason] += 1
         count = self.drops[reason]
         if count & (count - 1) == 0:  # 1, 2, 4, 8 …: a flood cannot flood the log
-            log.warning("dropped heartbeat (%s, %d so far): %s", reason, count, message)
+            # Every agent's first heartbeats, and its questions to a director it has not
+            # heard lately, are unwelcomed: routine, so not a warning. The rest are.
+            level = logging.INFO if reason == "unwelcomed" else logging.WARNING
+            log.log(level, "dropped heartbeat (%s, %d so far): %s", reason, count, message)
 
     # --- on the loop: what the detector decided ---
 
