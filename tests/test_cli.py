@@ -277,11 +277,20 @@ class _ShortDirector:
 
     def __init__(self, transport: str, end: bool) -> None:
         self.transport, self.end = transport, end
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.bind(("127.0.0.1", self.port))  # bound, listening only as a TCP director
+        for attempt in range(10):  # one port number for both: free for UDP, maybe not for TCP
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))  # listening only as a TCP director
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                if attempt == 9:
+                    raise
         if transport == "tcp":
             self.tcp.listen()
         self.thread = threading.Thread(target=self._answer, daemon=True)
