@@ -16,6 +16,7 @@ from pxcontrol.detection import ClientState
 from pxcontrol.heartbeat import FailedCheck
 from pxcontrol.show import ClientDecl, ShowFile
 from pxcontrol.state import SavedState, StateNotSaved, StateStore
+from pxcontrol.status import summarise_names
 
 log = logging.getLogger("pxcontrol.backup")
 
@@ -144,7 +145,6 @@ class BackupManager:
         gpu_mismatch_of: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         self.show = show
-        self._by_name = {c.name: c for c in show.clients}
         self.epoch = saved.epoch
         self._placement = PlacementMap()
         self.placement = {c.name: c.name for c in self.playouts()}
@@ -192,16 +192,15 @@ class BackupManager:
     def update(self, show: ShowFile) -> None:
         """Take a reloaded show (checked with why_not_reload first): placement is kept."""
         self.show = show
-        self._by_name = {c.name: c for c in show.clients}
         self.placement = {c.name: self.placement.get(c.name, c.name) for c in self.playouts()}
         self._saved_placement = dict(self.placement)
 
     # --- the declarations ---
 
     def client(self, name: str) -> ClientDecl:
-        found = self._by_name.get(name)
+        found = self.show.client(name)
         if found is None:
-            known = ", ".join(c.name for c in self.show.clients) or "none"
+            known = summarise_names(c.name for c in self.show.clients) or "none"
             raise Refused("unknown client", f"no client is called {name!r} (clients: {known})")
         return found
 
@@ -223,7 +222,7 @@ class BackupManager:
         """Automatic backup for a playout client: the operator's switch, else the show's."""
         if name in self.auto_override:
             return self.auto_override[name]
-        playout = self._by_name.get(name)
+        playout = self.show.client(name)
         if playout is None:
             return False
         if "auto_backup" in playout.model_fields_set:

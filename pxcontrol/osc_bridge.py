@@ -29,7 +29,8 @@ from pxcontrol.budgets import Budget, Floods, Rate, power_of_two
 from pxcontrol.events import Event
 from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message, unsupported_type
 from pxcontrol.osc_transport import OscServers, Peer, frame
-from pxcontrol.show import ClientDecl, FeedbackTarget
+from pxcontrol.show import FeedbackTarget
+from pxcontrol.status import summarise_names
 from pxcontrol.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -435,7 +436,7 @@ class OscBridge:
             name = params[0]
             index = next((i for i, c in enumerate(clients) if c.name == name), None)
             if index is None:
-                raise CommandError(f"no client is called {name!r} ({_some_clients(clients)})")
+                raise self._no_client(name)
             return index, 1
         if len(params) == 2 and all(_is_int(p) for p in params):
             offset, count = params
@@ -493,8 +494,7 @@ class OscBridge:
         if target is not None and not isinstance(target, str):
             raise CommandError("the target must be a client name (a string)")
         if target is not None and self.director.show.client(target) is None:
-            known = ", ".join(c.name for c in self.director.show.clients) or "none"
-            raise CommandError(f"no client is called {target!r} (clients: {known})")
+            raise self._no_client(target)
         backup = self._backup()
         self._later(
             peer, message.address, _decided(backup.move_to(name, target, "osc", by=peer.name))
@@ -537,9 +537,13 @@ class OscBridge:
             raise CommandError(f"{message.address} takes a client name (a string) first")
         name = message.params[0]
         if self.director.show.client(name) is None:
-            known = ", ".join(c.name for c in self.director.show.clients) or "none"
-            raise CommandError(f"no client is called {name!r} (clients: {known})")
+            raise self._no_client(name)
         return name
+
+    def _no_client(self, name: str) -> CommandError:
+        """A name the show does not have; the first names it has (500 are no answer)."""
+        known = summarise_names((c.name for c in self.director.show.clients), 10) or "none"
+        return CommandError(f"no client is called {name!r} (clients: {known})")
 
     def _backup(self):
         if self.director.backup is None:
@@ -720,13 +724,6 @@ async def _decided(decision: Awaitable[Any]) -> tuple[bool, str]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _some_clients(clients: list[ClientDecl], shown: int = 10) -> str:
-    """The first names of the show's clients: a 500-client list is no answer for a console."""
-    names = ", ".join(c.name for c in clients[:shown]) or "none"
-    more = len(clients) - shown
-    return f"clients: {names}" + (f" and {more} more" if more > 0 else "")
 
 
 def _host_of(name: str) -> str:

@@ -127,12 +127,6 @@ def client_status(director: Director, decl: ClientDecl, backups: list[str]) -> C
     )
 
 
-def snapshot(director: Director) -> ShowStatus:
-    """The whole show now, built from scratch (the board keeps this up to date instead)."""
-    board = StatusBoard(director)
-    return board.status()
-
-
 def page_figures(cpu: float | None, memory: float | None, gpu: Any, extra: Any) -> dict:
     """The four figures the page draws, from what an agent reports."""
     load = gpu.get("load") if isinstance(gpu, dict) else None
@@ -363,8 +357,9 @@ class StatusBoard:
 
 def summarise_names(names: Iterable[str], limit: int = 8) -> str:
     """A list of client names short enough to read in an alarm: the first `limit`, then how
-    many more ("A, B, C … and 34 more")."""
+    many more ("A, B, C and 34 more"). Plain ASCII: alarms and replies travel over OSC, and
+    some consoles' libraries read nothing else."""
     names = list(names)
     if len(names) <= limit:
         return ", ".join(names)
-    return f"{', '.join(names[:limit])} … and {len(names) - limit} more"
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"

@@ -514,7 +514,7 @@ def test_a_page_of_500_clients_searches_filters_and_puts_problems_first(many, pa
 def test_many_names_are_summarised():
     assert summarise_names(["A", "B"], 3) == "A, B"
     names = [f"C{i:03d}" for i in range(37)]
-    assert summarise_names(names, 3) == "C000, C001, C002 … and 34 more"
+    assert summarise_names(names, 3) == "C000, C001, C002 and 34 more"  # ASCII, for OSC
 
 
 def test_a_failed_client_is_red_with_its_check_and_counted(tmp_path, page: Page):
