@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-DECISIONS = ("backup.activated", "backup.moved")
+from pxcontrol.events import TAKEOVER_KINDS
 
 
 def confirm_within(interval: float) -> float:
@@ -63,7 +63,7 @@ class Confirmations:
         """At start: the saved event log's decision of the current epoch, if it has it,
         is the one to repeat, and is confirmed afresh by the client that plays it."""
         for event in reversed(list(events)):
-            if event.kind in DECISIONS and event.fields.get("epoch") == epoch:
+            if event.kind in TAKEOVER_KINDS and event.fields.get("epoch") == epoch:
                 self.announced(epoch, event.fields)
                 return
 

@@ -36,6 +36,10 @@ KINDS: dict[str, str] = {
 #: Events whose mappings are recorded as intent before they run and as done after.
 TAKEOVER_KINDS = ("backup.activated", "backup.moved")
 
+#: What the event log keeps room for longest when the disk falls behind: what happened to
+#: clients and outputs, alarms and traces, before routine figures and module chatter.
+KEPT_LONGER = ("backup.", "client.", "show.", "alarm", "mapping.done")
+
 #: The fields each kind of event carries, besides seq, time and kind.
 FIELDS: dict[str, tuple[str, ...]] = {
     "client.online": ("client", "ip"),

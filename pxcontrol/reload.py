@@ -45,6 +45,7 @@ class ShowWatcher:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending_error: asyncio.TimerHandle | None = None
+        self._failing = False  # the watch failed and has not worked since: said once
         self.ready = asyncio.Event()
 
     def relevant(self, change: Change, path: str) -> bool:
@@ -71,15 +72,15 @@ class ShowWatcher:
         system out of watches) is an alarm, once, and is tried again every second: edits
         are picked up again as soon as it works, and the running show is never touched."""
         folder = self.show_file.parent
-        failing = False
+        self._failing = False
         while not self._stop.is_set():
             try:
                 await self._watch_once(folder)
                 return  # stopped
             except Exception as exc:
-                log.error("watching %s failed: %s", folder, exc, exc_info=not failing)
-                if not failing:
-                    failing = True
+                log.error("watching %s failed: %s", folder, exc, exc_info=not self._failing)
+                if not self._failing:
+                    self._failing = True
                     self._on_fault(
                         f"the show watcher cannot watch {folder} ({type(exc).__name__}: {exc}): "
                         "edits are not picked up until it can; the running show goes on. "
@@ -101,6 +102,9 @@ class ShowWatcher:
             yield_on_timeout=True,  # the first (empty) batch says the watch is up
         ):
             self.ready.set()
+            if self._failing:  # watching again: a later failure is an alarm of its own
+                self._failing = False
+                log.warning("watching %s again: edits are picked up", folder)
             if not _:
                 continue
             if self._pending_error is not None:

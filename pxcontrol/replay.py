@@ -66,7 +66,9 @@ class Runs:
 
     def admit(self, beat: Heartbeat, source: tuple[str, int], timing: Timing) -> None:
         """Return when `beat` is the voice of the run followed; else WireError saying why."""
-        client = self._clients.setdefault(beat.name, _Client())
+        client = self._clients.get(beat.name)
+        if client is None:  # every heartbeat comes here: make one only for a new name
+            client = self._clients[beat.name] = _Client()
         now = self._clock()
         if beat.session != self.session:
             self._answer(client, beat, source, now, timing.heartbeat_interval)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pxcontrol.events import Event
+from pxcontrol.events import KEPT_LONGER, Event
 
 log = logging.getLogger("pxcontrol.state")
 
@@ -545,10 +545,7 @@ class StateStore:
 
 
 def _kept_longer(kind: str) -> bool:
-    return kind.startswith(("backup.", "client.online", "client.offline", "show.")) or kind in (
-        "alarm",
-        "mapping.done",
-    )
+    return kind.startswith(KEPT_LONGER)
 
 
 def _json(value: Any) -> str:
