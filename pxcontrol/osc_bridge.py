@@ -205,7 +205,7 @@ class OscBridge:
         address = data[:end].decode("ascii", "replace") if end > 0 else ""
         if address in self._priority:
             return False
-        self._rate_limited(peer, address, self._actions_budget.rate)
+        self._rate_limited(peer, address, self._actions_budget)
         return True
 
     def _handle(self, message: OscMessage, peer: Peer) -> None:
@@ -221,7 +221,7 @@ class OscBridge:
         else:
             budget = self._actions_budget
         if not budget.take(peer.host):
-            self._rate_limited(peer, address, budget.rate)
+            self._rate_limited(peer, address, budget)
             return
         if command is None:
             self.counts["unknown_address"] += 1
@@ -266,13 +266,14 @@ class OscBridge:
             )
         return False
 
-    def _rate_limited(self, peer: Peer, address: str, rate: Rate) -> None:
+    def _rate_limited(self, peer: Peer, address: str, budget: Budget) -> None:
         """Counted; answered while the answers themselves stay within REFUSALS; one alarm
         per flood episode, a log line at powers of two of what the episode refused."""
         self.counts["rate_limited"] += 1
         host = peer.host
         episode, new = self.floods.refused(host)
-        what = "commands" if rate is self._commands_budget.rate else "actions"
+        rate = budget.rate  # the show's, as of now: a reload replaces it
+        what = "commands" if budget is self._commands_budget else "actions"
         if new:
             message = (
                 f"OSC flood from {host}: more than {rate.per_second:g} {what}/s (burst "

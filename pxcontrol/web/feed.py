@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pxcontrol.events import Event
 from pxcontrol.tasks import cancel_and_wait
@@ -130,7 +130,6 @@ class Feed:
                 "restarts": health.restarts,
             }
         )
-        self._sent["director"] = text
         return text
 
     def backlog(self) -> str:
@@ -217,7 +216,7 @@ class Feed:
                 continue
             moved = self.board.figures_moved()
             before = self._sent.get("director")
-            health = self._health()
+            health = self._sent["director"] = self._health()
             for subscriber in self.subscribers:
                 subscriber.figures.update(moved)
                 if health != before:
@@ -242,7 +241,11 @@ class Feed:
             self.subscribers.discard(subscriber)
             await cancel_and_wait([sending, hearing])
         if sending.done() and not sending.cancelled() and sending.exception() is not None:
-            log.debug("a page's feed ended: %s", sending.exception())
+            error = sending.exception()
+            if isinstance(error, WebSocketDisconnect | OSError):
+                log.debug("a page's feed ended: %s", error)  # the page went away
+            else:  # our own fault: the page reconnects into it again, so say so
+                log.warning("a page's feed failed; the page reconnects", exc_info=error)
 
     async def _send(self, websocket: WebSocket, subscriber: Subscriber) -> None:
         subscriber.full_due = True

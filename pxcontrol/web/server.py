@@ -190,8 +190,9 @@ class WebServer:
             page.app,
             lifespan="off",
             http=type("BoundedH11", (_BoundedH11,), {"gate": self.gate}),
-            limit_concurrency=WEB_TOTAL,
-            backlog=BACKLOG,  # past it uvicorn answers 503 itself
+            # The gate bounds connections (and answers 503 past them, logged at powers of
+            # two); uvicorn's own limit_concurrency would be a second bound, off by one.
+            backlog=BACKLOG,  # the kernel's queue of connections not yet accepted
             timeout_keep_alive=KEEP_ALIVE,
             h11_max_incomplete_event_size=MAX_HEADERS,
             ws="websockets-sansio",
