@@ -359,3 +359,34 @@ async def test_a_check_this_agent_cannot_run_fails_saying_why():
         )
     finally:
         await checks.close()
+
+
+class BrokenAtStart(Check):
+    kind = "broken"
+
+    class Settings(CheckSettings):
+        broken: str
+
+    def __init__(self, settings, context) -> None:
+        raise RuntimeError("no capture card")
+
+
+async def test_a_plugin_check_that_cannot_start_fails_alone_and_the_others_run():
+    """A check whose constructor raises once stopped every check after it, silently: the
+    client then read as healthy for ever."""
+    figures = {"fps": 60}
+    checks, told = await run_checks(
+        [{"broken": "x", **FAST}, {"figure": "fps", "min": 50, **FAST}],
+        BrokenAtStart,
+        figures=lambda: figures,
+    )
+    try:
+        assert [run.name for run in checks.running] == ["check 1", "figure fps >= 50"]
+        await async_wait_for(lambda: told.changes, what="the broken check to fail")
+        assert told.changes[0][1] == "failed"
+        assert "'broken' could not start: RuntimeError: no capture card" in told.changes[0][2]
+        figures["fps"] = 30  # the check after it is probed all the same
+        await async_wait_for(lambda: len(told.changes) == 2, what="fps to fail")
+        assert told.changes[1][:2] == ("figure fps >= 50", "failed")
+    finally:
+        await checks.close()

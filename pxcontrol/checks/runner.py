@@ -71,13 +71,14 @@ class Checks:
         if declared == self.declared:
             return
         await self.close()
-        self.declared = declared
         for number, declaration in enumerate(declared, 1):
             run = self._make(number, declaration)
             self.running.append(run)
             run.task = asyncio.get_running_loop().create_task(
                 self._probe_forever(run), name=f"check {run.name}"
             )
+            run.task.add_done_callback(lambda task, run=run: self._stopped(run, task))
+        self.declared = declared  # only once every check of it runs
         if self.running:
             log.info("checks: %s", ", ".join(run.name for run in self.running))
 
@@ -105,11 +106,17 @@ class Checks:
             )
         holder: list[Running] = []
         context = CheckContext(figures=self.figures, ended=lambda m: self._ended(holder[0], m))
-        check = kind.cls(settings, context)
+        try:
+            check = kind.cls(settings, context)
+            name = settings.name or check.describe()
+        except Exception as exc:  # a plugin's bug: this check fails, the others run
+            return self._cannot_run(
+                number, declaration, f"{kind.name!r} could not start: {type(exc).__name__}: {exc}"
+            )
         interval = settings.interval or DEFAULT_INTERVAL
         timeout = settings.timeout or kind.cls.default_timeout or min(TIMEOUT_CAP, 5 * interval)
         run = Running(
-            name=settings.name or check.describe(),
+            name=name,
             check=check,
             interval=interval,
             timeout=timeout,
@@ -159,10 +166,14 @@ class Checks:
         probe.add_done_callback(self._probes.discard)
         done, _ = await asyncio.wait({probe}, timeout=run.timeout)
         if not done:
-            probe.cancel()
             probe.add_done_callback(_quiet)
-            # One that swallows its cancellation is closed: hung probes must not pile up.
-            asyncio.get_running_loop().call_later(run.timeout, _force, probe)
+            # Ended in the background; one that swallows its cancellation is closed after
+            # its time limit again (cancel_and_wait): hung probes must not pile up.
+            closer = asyncio.get_running_loop().create_task(
+                cancel_and_wait([probe], timeout=run.timeout), name=f"ending {probe.get_name()}"
+            )
+            self._probes.add(closer)
+            closer.add_done_callback(self._probes.discard)
             return f"timed out after {run.timeout:g} s"
         try:
             probe.result()
@@ -173,6 +184,15 @@ class Checks:
         except Exception as exc:  # a plugin's bug is a failed probe, never a dead check
             return f"{type(exc).__name__}: {exc}"
         return None
+
+    def _stopped(self, run: Running, task: asyncio.Task[None]) -> None:
+        """A check's loop that ends on its own is a bug: say so, and fail the check rather
+        than leave it healthy for ever."""
+        if task.cancelled() or run not in self.running:
+            return
+        error = task.exception()
+        log.error("check %s stopped", run.name, exc_info=error)
+        self._tell(run, run.state.failed_now(f"the check stopped: {error!r}"))
 
     def _ended(self, run: Running, message: str) -> None:
         self._tell(run, run.state.failed_now(message))
@@ -209,19 +229,6 @@ class _CannotRun(Check):
 
     async def probe(self) -> None:
         raise CheckFailed(self.why)
-
-
-def _force(task: asyncio.Task[Any]) -> None:
-    if task.done():
-        return
-    log.warning("%s ignored its cancellation: closed", task.get_name())
-    coro = task.get_coro()
-    if coro is not None and hasattr(coro, "close"):
-        try:
-            coro.close()  # GeneratorExit at its await point: CancelledError handlers miss it
-        except RuntimeError:
-            pass  # it yielded again: the cancel below still ends it at its next await
-    task.cancel()
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:
