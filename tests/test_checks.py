@@ -390,3 +390,31 @@ async def test_a_plugin_check_that_cannot_start_fails_alone_and_the_others_run()
         assert told.changes[1][:2] == ("figure fps >= 50", "failed")
     finally:
         await checks.close()
+
+
+async def test_a_process_that_cannot_be_waited_for_is_looked_for_not_called_exited(
+    player, monkeypatch, caplog
+):
+    """psutil's wait() refused (AccessDenied: an elevated process on Windows) once counted
+    as an exit: the check failed at once, again after every probe, with nothing in the log."""
+    import psutil
+
+    binary, start = player
+    monkeypatch.delattr(os, "pidfd_open", raising=False)  # the waiter thread, as on Windows
+
+    def refused(self, timeout=None):
+        raise psutil.AccessDenied(self.pid)
+
+    monkeypatch.setattr(psutil.Process, "wait", refused)
+    proc = start()
+    checks, told = await run_checks(
+        [{"process": binary.name, "interval": 3600, "fall": 3, "rise": 1}]
+    )
+    try:
+        await async_wait_for(lambda: "cannot wait for" in caplog.text, what="the fallback")
+        assert told.changes == []  # it runs: not called exited
+        proc.send_signal(signal.SIGKILL)
+        await async_wait_for(lambda: told.changes, 5.0, "the exit to fail the check")
+        assert told.changes[0][1] == "failed" and "exited" in told.changes[0][2]
+    finally:
+        await checks.close()

@@ -16,6 +16,7 @@ import ntpath
 import os
 import posixpath
 import threading
+import time
 from typing import Any
 
 import psutil
@@ -24,6 +25,9 @@ from pydantic import Field
 from pxcontrol.checks.kind import Check, CheckContext, CheckFailed, CheckSettings
 
 log = logging.getLogger("pxcontrol.checks")
+
+#: Where a process cannot be waited for (not ours to open), how often it is looked for.
+POLL = 0.02
 
 
 class ProcessCheck(Check):
@@ -79,8 +83,15 @@ class ProcessCheck(Check):
     def _wait(self, pid: int) -> None:
         try:
             psutil.Process(pid).wait()
-        except psutil.Error:
-            pass
+        except psutil.NoSuchProcess:
+            pass  # gone already: that is the exit
+        except psutil.Error as exc:  # AccessDenied (an elevated process on Windows): not an exit
+            log.warning(
+                "cannot wait for %s (pid %d): %s; looking for it every %g s instead",
+                self.target, pid, exc, POLL,
+            )  # fmt: skip
+            while self.pid == pid and _alive(pid):
+                time.sleep(POLL)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._exited, pid)
@@ -116,6 +127,16 @@ def find_process(wanted: str) -> int | None:
         elif _same_name(info.get("name") or "", wanted):
             return proc.pid
     return None
+
+
+def _alive(pid: int) -> bool:
+    """Runs, and has not exited (a zombie has: only its parent has not looked yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # not ours to look into: there, at least
+        return psutil.pid_exists(pid)
 
 
 def _same_name(name: str, wanted: str) -> bool:
