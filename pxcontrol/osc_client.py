@@ -61,10 +61,11 @@ class StatusAnswer:
 
 
 class _Inbox:
-    """Messages as they arrive, whatever the transport; None when a TCP connection ends."""
+    """Messages as they arrive, whatever the transport; None when a TCP connection ends,
+    an OSError when the system says nothing listens there (UDP's "port unreachable")."""
 
     def __init__(self) -> None:
-        self.messages: asyncio.Queue[OscMessage | None] = asyncio.Queue()
+        self.messages: asyncio.Queue[OscMessage | OSError | None] = asyncio.Queue()
 
     def packet(self, data: bytes) -> None:
         try:
@@ -80,6 +81,10 @@ class _UdpInbox(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.inbox.packet(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, OSError):  # e.g. refused: said at once, not after the timeout
+            self.inbox.messages.put_nowait(exc)
 
 
 class _TcpInbox(asyncio.Protocol):
@@ -162,6 +167,12 @@ class DirectorLink:
                         raise NoAnswer(
                             f"the director at {self.host}:{self.port} closed the connection "
                             "before it answered"
+                        )
+                    if isinstance(message, OSError):
+                        tcp = f"; {self.fallback}" if self.fallback else ""
+                        raise NoAnswer(
+                            f"nothing listens at {self.host}:{self.port} ({_why_not(message)}"
+                            f"{tcp}): is the director running there, and is that its osc_port?"
                         )
                     if address is None or message.address == address:
                         return message

@@ -236,7 +236,9 @@ def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig):
     auto = pxcontrol("backup", "auto", "Playout1", "on", "--director", at)
     assert auto.returncode == 0 and "automatic backup for Playout1 is on" in auto.stdout
     nobody = pxcontrol("status", "--director", f"127.0.0.1:{free_port()}")
-    assert nobody.returncode == 2 and "no answer from 127.0.0.1:" in nobody.stderr
+    # Said at once (the system's "refused"), not after the two-second wait for an answer.
+    assert nobody.returncode == 2 and "nothing listens at 127.0.0.1:" in nobody.stderr
+    assert "Connection refused" in nobody.stderr
 
 
 def test_the_cli_finds_the_director_and_its_passcode_in_the_show(tmp_path):
