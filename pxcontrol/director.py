@@ -80,6 +80,7 @@ class Director:
         self._refusal = ""
         self._restored_check: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
+        self._saving_seen: asyncio.Task[None] | None = None
         self._seen: set[str] = set()  # clients seen online, by this run or an earlier one
         self._recovery: asyncio.Task[None] | None = None
 
@@ -445,17 +446,25 @@ class Director:
         if event.kind != "client.online" or name in self._seen:
             return
         self._seen.add(str(name))
-        task = asyncio.get_running_loop().create_task(
-            self._save_seen(set(self._seen)), name="remember clients seen"
-        )
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+        if self._saving_seen is None:  # one write at a time, of the newest set: not one each
+            self._saving_seen = asyncio.get_running_loop().create_task(
+                self._save_seen(), name="remember clients seen"
+            )
+            self._retries.add(self._saving_seen)
+            self._saving_seen.add_done_callback(self._retries.discard)
 
-    async def _save_seen(self, names: set[str]) -> None:
+    async def _save_seen(self) -> None:
+        """Write the set of clients seen until it stops growing: 500 clients coming online
+        at a first start are a handful of writes behind the decisions, not 500 fsyncs."""
         try:
-            await self.store.remember_seen(names)
+            written = 0
+            while len(self._seen) != written:
+                written = len(self._seen)  # the set only grows
+                await self.store.remember_seen(set(self._seen))
         except Exception as exc:
             log.error("could not remember the clients seen online: %s", exc)
+        finally:
+            self._saving_seen = None
 
 
 def _call_text(call: dict) -> str:

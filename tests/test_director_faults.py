@@ -262,3 +262,27 @@ async def test_a_web_page_server_that_stops_serving_is_an_alarm_and_serves_again
             assert (await http.get(url)).status_code == 200
     finally:
         await director.stop()
+
+
+async def test_clients_coming_online_together_are_remembered_in_a_few_writes(tmp_path):
+    """Each client seen online is remembered across restarts; 200 at once (a first start)
+    used to be 200 fsynced writes of the whole set, queued before the next decision."""
+    director = await _director(tmp_path)
+    await director.start()
+    try:
+        writes: list[set[str]] = []
+        real = director.store.remember_seen
+
+        async def counted(names: set[str]) -> None:
+            writes.append(set(names))
+            await real(names)
+
+        director.store.remember_seen = counted  # type: ignore[method-assign]
+        names = [f"C{i:03d}" for i in range(200)]
+        for name in names:
+            director.app.emit("client.online", client=name, ip="127.0.0.1")
+        await async_wait_for(lambda: director._saving_seen is None and writes, what="the writes")
+        assert writes[-1] == set(names)
+        assert len(writes) <= 3, f"{len(writes)} writes"
+    finally:
+        await director.stop()
