@@ -459,27 +459,28 @@ class OscBridge:
         then whether the newest decision for it is confirmed (1) or only announced (0); then,
         for a failed client, the check that failed and why ("" "" otherwise).
 
-        Read straight from detection and placement rather than from the full snapshot,
-        which costs far more at 500 clients and would hold up the loop for a console.
+        The rows are the status board's, kept up to date as events happen (the page shows
+        the same); only the figures are read fresh.
         """
-        backup = self._backup()
+        board = self.director.board
+        board.refresh()
         live = self.director.live
         rows = []
         for decl in self.director.show.clients[offset : offset + count]:
+            row = board.rows[decl.name]
             seen = live.clients.get(decl.name)
             cpu = seen.cpu if seen is not None else None
             memory = seen.memory if seen is not None else None
-            failed = live.failed(decl.name)
             rows.append(
                 (
-                    decl.name,
-                    str(live.state(decl.name)),
-                    backup.plays_on(decl.name),
+                    row.name,
+                    row.state,
+                    row.plays_on,
                     UNKNOWN if cpu is None else float(cpu),
                     UNKNOWN if memory is None else float(memory),
-                    int(live.confirmations.confirmed(decl.name)),
-                    failed.check if failed is not None else "",
-                    failed.message if failed is not None else "",
+                    int(row.confirmed),
+                    row.failed_check or "",
+                    row.failed_message or "",
                 )
             )
         return rows
