@@ -111,9 +111,8 @@ class Decision:
     ok: bool
     message: str
     epoch: int = 0
-    reason: str = (
-        ""  # why it was refused, as in backup.failed: "backup offline", "state not saved" …
-    )
+    # why it was refused, as in backup.failed: "backup offline", "state not saved" …
+    reason: str = ""
 
 
 #: Refusals of an automatic takeover that a backup becoming ready can end: it waits for one.

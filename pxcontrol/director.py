@@ -359,8 +359,8 @@ class Director:
         return DirectorHealth(
             loop_lag_ms=round(self.loop_watch.lag * 1000, 1),
             detector_tick_age_ms=None if age is None else round(age * 1000, 1),
-            state_queue=getattr(self.store, "queue_depth", 0),
-            events_shed=getattr(self.store, "shed", 0),
+            state_queue=self.store.queue_depth,
+            events_shed=self.store.shed,
             stalls=self.live.stalls,
             heartbeats=self.live.heartbeats,
             kernel_stamps=self.live.kernel_stamps,

@@ -439,16 +439,6 @@ class StateStore:
 
         await self._run(self._write, write)
 
-    def intents(self) -> list[tuple[int, str, str, list[dict[str, Any]]]]:
-        """Every intent kept: (id, mapping, state, results); for tests and inspection."""
-        with sqlite3.connect(self.path) as db:
-            return [
-                (i, m, s, json.loads(r))
-                for i, m, s, r in db.execute(
-                    "SELECT id, mapping, state, results FROM intents ORDER BY id"
-                )
-            ]
-
     # --- the state files are still ours ---
 
     def _files_moved(self) -> str:

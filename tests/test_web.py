@@ -253,6 +253,7 @@ def test_without_the_token_every_request_and_the_websocket_are_refused(guarded: 
             "ok": False,
             "message": "backup Backup1 is dry: nothing can move",
             "epoch": 0,
+            "reason": "backup offline",  # the refusal as data, as in backup.failed
         }
         extra = http.post(
             url(guarded, "/api/backup/switch"),

@@ -50,9 +50,6 @@ class CheckKinds:
             )
         self.kinds[kind] = CheckKind(kind, cls, plugin)
 
-    def get(self, name: str) -> CheckKind | None:
-        return self.kinds.get(name)
-
     def kind_of(self, declaration: dict[str, Any]) -> list[str]:
         """The kind keys a declaration names (exactly one in a valid one)."""
         return [key for key in declaration if key in self.kinds]

@@ -136,6 +136,8 @@ async def _limited_body(request: Request) -> bytes | None:
 
 def _answer(decision: Decision) -> Response:
     body = {"ok": decision.ok, "message": decision.message, "epoch": decision.epoch}
+    if not decision.ok:  # what to do differs: retry later (backup busy) or fix the disk
+        body["reason"] = decision.reason
     return JSONResponse(body, 200 if decision.ok else 409)
 
 
