@@ -21,6 +21,7 @@ from pxcontrol.heartbeat import Placement
 from pxcontrol.live import LiveSystems
 from pxcontrol.mapping import MappingRunner, mappings_of
 from pxcontrol.osc_bridge import OscBridge
+from pxcontrol.output import lines_lost
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import ShowWatcher
 from pxcontrol.state import REPLAYING, REPORTED, Intent, StateStore
@@ -365,6 +366,7 @@ class Director:
             heartbeats=self.live.heartbeats,
             kernel_stamps=self.live.kernel_stamps,
             restarts=self.supervisor.restarts,
+            output_lost=lines_lost(),
         )
 
     # --- its own faults ---

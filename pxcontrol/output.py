@@ -20,6 +20,14 @@ from collections import deque
 
 LIMIT = 10_000  # writes waiting; an event line is ~200 bytes: ~2 MB at most
 
+#: Every Output made in this process, for the director's health (lines it could not print).
+_OPEN: list[Output] = []
+
+
+def lines_lost() -> int:
+    """Writes this process could not print: its output was not read, or is gone."""
+    return sum(output.lost for output in _OPEN)
+
 
 class Output:
     """A file-like object (write/flush) for one file descriptor, written by a thread."""
@@ -33,6 +41,8 @@ class Output:
         self._ready = threading.Condition()
         self._closing = False
         self._tty = _isatty(fd)
+        self.failed: OSError | None = None  # the output is gone (EPIPE): nothing more shows
+        _OPEN.append(self)
         self._thread = threading.Thread(target=self._run, name=f"pxcontrol {name}", daemon=True)
         self._thread.start()
 
@@ -73,12 +83,17 @@ class Output:
                 texts = list(self._queue)
                 self._queue.clear()
                 dropped, self.dropped = self.dropped, 0
+            lines = len(texts)
             if dropped:  # dropped after these were queued: the queue was full
                 texts.append(f"… {dropped} line(s) not printed: the output was not being read\n")
+            if self.failed is not None:  # gone: counted, so the director's health says so
+                self.lost += lines
+                continue
             try:
                 _write_all(self.fd, "".join(texts).encode("utf-8", "replace"))
-            except OSError:
-                return  # the reader went away (EPIPE): nothing more can be shown
+            except OSError as exc:  # the reader went away (EPIPE): nothing more can be shown
+                self.failed = exc
+                self.lost += lines
 
     def close(self, timeout: float = 1.0) -> bool:
         """Write what waits, for at most `timeout` seconds; False if the output did not move."""
@@ -86,6 +101,8 @@ class Output:
             self._closing = True
             self._ready.notify()
         self._thread.join(timeout)
+        if self in _OPEN:
+            _OPEN.remove(self)
         return not self._thread.is_alive()
 
 

@@ -72,6 +72,7 @@ class DirectorHealth(Strict):
     heartbeats: int
     kernel_stamps: bool  # heartbeats stamped by the kernel as they arrive
     restarts: int  # failed background work started again
+    output_lost: int  # lines its terminal or log pipe did not take (unread, or gone)
 
 
 class ShowStatus(Strict):

@@ -44,6 +44,28 @@ def _fill(fd: int) -> None:
     os.set_blocking(fd, True)
 
 
+def test_an_output_whose_reader_is_gone_counts_what_it_cannot_print():
+    """The writer thread once ended at the first EPIPE: nothing logged, nothing counted,
+    every later warning lost. Now what it cannot print is counted for the director's health."""
+    from pxcontrol.output import lines_lost
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the terminal or journald went away
+    before = lines_lost()
+    output = Output(write_end, limit=10)
+    try:
+        output.write("one\n")
+        wait_for(lambda: output.failed is not None, what="the write to fail")
+        output.write("two\n")
+        output.write("three\n")
+        wait_for(lambda: output.lost == 3, what="every line counted")
+        assert isinstance(output.failed, BrokenPipeError)
+        assert lines_lost() - before == 3
+    finally:
+        output.close(1)
+        os.close(write_end)
+
+
 def test_a_full_pipe_drops_lines_counted_and_says_so_when_it_moves_again():
     read_end, write_end = os.pipe()
     _fill(write_end)  # nobody reads: the next write() would block

@@ -128,6 +128,7 @@ class Feed:
                 "events_shed": health.events_shed,
                 "stalls": health.stalls,
                 "restarts": health.restarts,
+                "output_lost": health.output_lost,
             }
         )
         return text

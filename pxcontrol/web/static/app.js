@@ -186,7 +186,8 @@ function renderHealth(h) {
   el.classList.toggle("bad", problems.length > 0);
   el.title = `the director's own health: event loop lag ${h.loop_lag_ms} ms (worst in 10 s), detector ` +
     `${h.detector_ticking ? "ticking" : "not ticking"}, ${h.state_queue} event(s) waiting to be written, ` +
-    `${h.events_shed} shed, stalled ${h.stalls} time(s), ${h.restarts} fault(s) restarted`;
+    `${h.events_shed} shed, stalled ${h.stalls} time(s), ${h.restarts} fault(s) restarted, ` +
+    `${h.output_lost || 0} line(s) its terminal or log did not take`;
 }
 
 function rowFigures(c) {
