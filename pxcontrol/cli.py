@@ -442,7 +442,8 @@ def status(
 ) -> None:
     """Show every client of a running director: state, where its outputs play, CPU, memory.
 
-    Asks over TCP, else over UDP; exits 1 when rows are missing from the answer.
+    Asks over TCP, else over UDP; exits 1 when rows are missing from the answer, 2 when
+    the director does not answer.
     """
     from pxcontrol.osc_client import Incomplete
 

@@ -116,7 +116,10 @@ class Demo:
         self.show_until("mapping.done", event_seq=activated["seq"], mapping="mappings[1]")
         self.show_until("mapping.done", event_seq=activated["seq"], mapping=f"{BACKUP}.on_backup")
         notice = wait_for(lambda: self.agents[BACKUP].of_kind("backup.activated"), 10)[0]
-        self.say(f"{BACKUP}'s agent was told: it now plays {notice['plays']}")
+        plays = "; ".join(
+            f"{playout}'s {', '.join(names)}" for playout, names in notice["plays"].items()
+        )
+        self.say(f"{BACKUP}'s agent was told: it now plays {plays or 'nothing'}")
         self.say(f"restarting {PLAYOUT}'s agent, as after a reboot", "bold")
         port = self.director.of_kind("show.loaded")[0]["heartbeat_port"]
         self.agents[PLAYOUT] = self.agent(PLAYOUT, PLAYOUT_IP, port)

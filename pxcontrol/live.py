@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pxcontrol.arrivals import ArrivalReader, Datagram
+from pxcontrol.budgets import power_of_two
 from pxcontrol.confirmations import Confirmations
 from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
 from pxcontrol.heartbeat import (
@@ -367,7 +368,7 @@ class LiveSystems:
     def _drop(self, reason: str, message: str) -> None:
         self.drops[reason] += 1
         count = self.drops[reason]
-        if count & (count - 1) == 0:  # 1, 2, 4, 8 …: a flood cannot flood the log
+        if power_of_two(count):  # a flood cannot flood the log
             # Every agent's first heartbeats, and its questions to a director it has not
             # heard lately, are unwelcomed: routine, so not a warning. The rest are.
             level = logging.INFO if reason == "unwelcomed" else logging.WARNING

@@ -260,7 +260,7 @@ class OscBridge:
             return True
         self.counts["denied"] += 1
         count = self.counts["denied"]
-        if count & (count - 1) == 0:  # 1, 2, 4, 8 …: a stranger cannot flood the log
+        if power_of_two(count):  # a stranger cannot flood the log
             log.warning(
                 "OSC from %s refused: not in director.allow (%d refused so far)", peer.host, count
             )

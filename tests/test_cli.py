@@ -136,7 +136,7 @@ def test_the_scripted_demo_shows_a_failover_end_to_end():
         "backup.activated  client=Playout1 backup=Backup1",
         "videohub.routed   module=Router output=1 input=3 output_label=LED Wall input_label=Backup1 Out 1",
         "action Router.Salvo: ok",
-        "Backup1's agent was told: it now plays {'Playout1': ['Output 1', 'Output 2', 'Cam 1']}",
+        "Backup1's agent was told: it now plays Playout1's Output 1, Output 2, Cam 1",
         "its outputs stay on Backup1",
         "ok: Playout1's outputs are back on Playout1",
         "backup.moved      client=Playout1 from=Backup1 to=Playout1",

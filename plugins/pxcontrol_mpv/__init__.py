@@ -90,12 +90,12 @@ class MpvCheck(Check):
             self._last = None
             raise CheckFailed(str(exc)) from None
         last, self._last = self._last, position
+        if position is None:  # paused or not, nothing loaded: nothing plays
+            raise CheckFailed("mpv plays nothing (no playback position)")
         if paused:
             if self.settings.paused_ok:
                 return
             raise CheckFailed(f"mpv is paused at {position:.2f} s")
-        if position is None:
-            raise CheckFailed("mpv plays nothing (no playback position)")
         if last is not None and position == last:
             raise CheckFailed(f"mpv's playback position is stuck at {position:.2f} s")
 
