@@ -121,38 +121,43 @@ class MappingRunner:
     async def _run(
         self, mapping: Mapping, event: Event, calls: list[ActionCall], intent: int | None
     ) -> list[ActionRecord]:
-        source = f"mapping:{event.kind}:{mapping.name}"
-        records = await self.run_calls(calls, mapping.decl, source)
-        if intent is not None:
-            await self._finish(intent, DONE, records)
-        self.app.emit(
-            "mapping.done",
-            mapping=mapping.name,
-            on=event.kind,
-            event_seq=event.seq,
-            client=event.fields.get("client"),
-            ok=all(r.ok for r in records) and len(records) == len(calls),
-            actions=[_trace(r) for r in records],
+        return await self._done(
+            mapping, calls, intent, event.kind, event.seq, event.fields.get("client")
         )
-        return records
 
     async def replay(self, intent: Intent, mapping: Mapping) -> list[ActionRecord]:
         """Run again, once, a takeover's actions that a stopped director never confirmed."""
         assert self.journal is not None
         await self.journal.finish_intent(intent.id, REPLAYING)  # a second restart never replays
         calls = [ActionCall.model_validate(c) for c in intent.calls]
-        source = f"mapping:{intent.kind}:{mapping.name}:replay"
+        return await self._done(
+            mapping, calls, intent.id, intent.kind, intent.event_seq, intent.client, replay=True
+        )
+
+    async def _done(
+        self,
+        mapping: Mapping,
+        calls: list[ActionCall],
+        intent: int | None,
+        on: str,
+        event_seq: int,
+        client: object,
+        replay: bool = False,
+    ) -> list[ActionRecord]:
+        """Run the calls, mark their intent done, and leave the trace (mapping.done)."""
+        source = f"mapping:{on}:{mapping.name}" + (":replay" if replay else "")
         records = await self.run_calls(calls, mapping.decl, source)
-        await self._finish(intent.id, DONE, records)
+        if intent is not None:
+            await self._finish(intent, DONE, records)
         self.app.emit(
             "mapping.done",
             mapping=mapping.name,
-            on=intent.kind,
-            event_seq=intent.event_seq,
-            client=intent.client,
+            on=on,
+            event_seq=event_seq,
+            client=client,
             ok=all(r.ok for r in records) and len(records) == len(calls),
             actions=[_trace(r) for r in records],
-            replayed=True,
+            **({"replayed": True} if replay else {}),
         )
         return records
 
