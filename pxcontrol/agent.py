@@ -24,9 +24,11 @@ from pxcontrol.checks.risefall import Change
 from pxcontrol.checks.runner import Checks
 from pxcontrol.events import EventLog
 from pxcontrol.heartbeat import (
+    ACK,
     HEARTBEAT,
     HEARTBEAT_BUDGET,
     PLACEMENT,
+    Ack,
     Heartbeat,
     Placement,
     WireError,
@@ -39,8 +41,8 @@ from pxcontrol.supervisor import Death, Supervisor
 log = logging.getLogger("pxcontrol.agent")
 
 PERFORMANCE_EVERY = 0.5  # seconds between performance readings
-#: The director answers heartbeats only when it has news, so the agent asks it, this often,
-#: for a word (a heartbeat without the session earns a welcome, see replay.py) ...
+#: The director answers heartbeats only when it has news, so one heartbeat this often asks it
+#: for a word (`ask`: the director acknowledges it with a few bytes) ...
 DIRECTOR_ASK_EVERY = 0.5
 #: ... and says the director is lost when no word came for this long.
 DIRECTOR_LOST_AFTER = 1.5
@@ -82,7 +84,9 @@ class Agent:
         self._wanted_checks: list[dict[str, Any]] = []
         self._checks_changed = asyncio.Event()
         self.director_lost = False
-        self._last_word: float | None = None  # loop time of the director's last notice
+        self._last_word: float | None = None  # loop time of the director's last word
+        self._ask = False  # the next heartbeat asks the director for an acknowledgement
+        self._acked_seq = -1  # the heartbeat the newest acknowledgement taken answered
 
     async def run(
         self, stop: asyncio.Event, on_ready: Callable[[Agent], None] | None = None
@@ -125,21 +129,23 @@ class Agent:
         assert self._transport is not None
         return self._transport.get_extra_info("sockname")[:2]
 
-    def _send_beat(self, session: str | None = None) -> None:
-        """One heartbeat, now. `session=""` asks the director for a word (a welcome)."""
+    def _send_beat(self) -> None:
+        """One heartbeat, now."""
         self.seq += 1
+        ask, self._ask = self._ask, False
         beat = Heartbeat(
             name=self.name,
             boot=self.boot,
             seq=self.seq,
             interval=self.interval,
             epoch=self.epoch,
-            session=self.session if session is None else session,
+            session=self.session,
             cpu=self.performance.get("cpu"),
             memory=self.performance.get("memory"),
             gpu=self.performance.get("gpu"),
             extra=self.performance.get("extra", {}),
             failed=self.checks.failed,
+            ask=True if ask else None,
         )
         try:
             packet = encode(HEARTBEAT, beat, self.secret)
@@ -196,7 +202,7 @@ class Agent:
             if self._last_word is None:
                 continue  # never heard yet: _watch_director speaks for that
             if loop.time() - asked >= DIRECTOR_ASK_EVERY:
-                self._send_beat(session="")
+                self._ask = True  # the next scheduled heartbeat asks
                 asked = loop.time()
             silent = loop.time() - self._last_word
             if silent > DIRECTOR_LOST_AFTER and not self.director_lost:
@@ -268,11 +274,14 @@ class Agent:
 
     # --- notices from the director ---
 
-    def notice(self, packet: bytes, source: tuple[str, int]) -> None:
+    def datagram(self, packet: bytes, source: tuple[str, int]) -> None:
         if source[0] not in self._director_ips and self.director[0] not in ("0.0.0.0", "::"):
             return  # only the director decides where outputs play
         try:
-            placement = decode(packet, PLACEMENT, Placement, self.secret)
+            if packet.startswith(_ACK_PREFIX):
+                self.acknowledged(decode(packet, ACK, Ack, self.secret))
+            else:
+                self.notice(decode(packet, PLACEMENT, Placement, self.secret))
         except WireError as error:
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4 …: never a flood
@@ -283,7 +292,16 @@ class Agent:
                     self.dropped,
                     error,
                 )
+
+    def acknowledged(self, ack: Ack) -> None:
+        """The director heard a heartbeat that asked: it is there. An ack for another run,
+        or for a heartbeat no newer than the last one acknowledged (a replay), says nothing."""
+        if ack.boot != self.boot or not self._acked_seq < ack.seq <= self.seq:
             return
+        self._acked_seq = ack.seq
+        self._heard_director()
+
+    def notice(self, placement: Placement) -> None:
         self.heard = True
         self._heard_director()
         self._take_session(placement)
@@ -333,13 +351,16 @@ async def _bounded(awaitable: Any) -> None:
         log.exception("an agent plugin failed observing an event")
 
 
+_ACK_PREFIX = ACK.encode() + b"\0"
+
+
 class _Notices(asyncio.DatagramProtocol):
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
     def datagram_received(self, data: bytes, addr: tuple[str, Any]) -> None:
         try:
-            self.agent.notice(data, (addr[0], addr[1]))
+            self.agent.datagram(data, (addr[0], addr[1]))
         except Exception:
             log.exception("notice handling failed")
 

@@ -1,4 +1,5 @@
-"""The wire format between agents and the director: heartbeats up, placement notices down.
+"""The wire format between agents and the director: heartbeats up, placement notices and
+acknowledgements down.
 
 Both are one OSC message with a JSON string and, when the show has a secret, an
 HMAC-SHA256 of exactly those bytes as a second string. Strings only: every OSC
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pythonosc.osc_message import OscMessage, ParseError
@@ -18,6 +19,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 HEARTBEAT = "/pxcontrol/heartbeat"
 PLACEMENT = "/pxcontrol/placement"
+ACK = "/pxcontrol/ack"
 MAX_PACKET = 60_000  # under UDP's limit; a heartbeat itself stays far below (HEARTBEAT_BUDGET)
 HEARTBEAT_BUDGET = 1400  # one unfragmented datagram on any show network
 
@@ -51,6 +53,23 @@ class Heartbeat(BaseModel):
     failed: FailedCheck | None = Field(
         None, description="a failed check; None while every check is healthy (or none runs)"
     )
+    ask: Literal[True] | None = Field(
+        None, description="answer with an Ack: the agent wants to know the director is there"
+    )
+
+
+class Ack(BaseModel):
+    """The director's word that it heard one heartbeat that asked for it (`ask`).
+
+    An agent takes an ack only for its own run and for a heartbeat newer than the one the
+    last ack it took answered: a replayed ack is no proof that the director is there.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session: str = Field(max_length=64)
+    boot: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0)
 
 
 class Placement(BaseModel):

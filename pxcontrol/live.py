@@ -25,8 +25,10 @@ from pxcontrol.budgets import power_of_two
 from pxcontrol.confirmations import Confirmations
 from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
 from pxcontrol.heartbeat import (
+    ACK,
     HEARTBEAT,
     PLACEMENT,
+    Ack,
     FailedCheck,
     Heartbeat,
     Placement,
@@ -326,6 +328,8 @@ class LiveSystems:
             effects.append((self.confirmations.heard, (beat.name, beat.epoch)))
         if beat.epoch > self._epoch and self.on_newer_epoch is not None:
             effects.append((self._newer_epoch, (beat.name, beat.epoch)))
+        if beat.ask:
+            effects.append((self._ack, (source, beat)))
         if (
             new_run
             or beat.epoch < self._epoch
@@ -523,13 +527,25 @@ class LiveSystems:
         event = event or self.confirmations.event_of(notice.epoch)  # a repair tells the same
         if event is not None:
             notice = notice.model_copy(update={"event": event})
+        self._send(encode(PLACEMENT, notice, self._secret), to)
+
+    def _ack(self, to: tuple[str, int], beat: Heartbeat) -> None:
+        """Acknowledge a heartbeat that asked (the agent's proof that its director is there).
+        Sent from the loop, not the reading thread: a director whose loop is stuck is not
+        there for its agents either."""
+        ack = Ack(session=self.runs.session, boot=beat.boot, seq=beat.seq)
+        self._send(encode(ACK, ack, self._secret), to)
+
+    def _send(self, packet: bytes, to: tuple[str, int]) -> None:
+        if self._socket is None:
+            return
         try:
             # Never blocks: the socket is non-blocking, and the reader thread shares it.
-            self._socket.sendto(encode(PLACEMENT, notice, self._secret), to)
+            self._socket.sendto(packet, to)
         except (BlockingIOError, InterruptedError):
             self.notices_dropped += 1  # heartbeats are the acks: it is sent again
         except OSError as exc:  # unreachable: UDP's way of losing a datagram
-            log.debug("notice to %s: %s", name, exc)
+            log.debug("packet to %s:%s: %s", to[0], to[1], exc)
 
 
 def _run_all(effects: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:

@@ -18,7 +18,7 @@ from pxcontrol.app import load_show
 from pxcontrol.detection import ClientState
 from pxcontrol.director import Director
 from pxcontrol.events import Event
-from pxcontrol.heartbeat import HEARTBEAT, PLACEMENT, Heartbeat, Placement, decode
+from pxcontrol.heartbeat import ACK, HEARTBEAT, PLACEMENT, Ack, Heartbeat, Placement, decode
 from pxcontrol.plugins import make_plugin_manager
 from pxcontrol.testing import Process, free_port
 
@@ -180,6 +180,7 @@ class Relay:
         self.lose_first_decision = lose_first_decision
         self.heartbeats: list[bytes] = []
         self.lost: list[Placement] = []
+        self.acks: list[bytes] = []
         self._agent: tuple[str, int] | None = None
 
     async def start(self) -> None:
@@ -201,6 +202,11 @@ class Relay:
         self._to_director.sendto(packet, self.director)
 
     def _from_director(self, packet: bytes, source: tuple[str, int]) -> None:
+        if packet.startswith(ACK.encode() + b"\0"):
+            self.acks.append(packet)
+            if self._agent is not None:
+                self._to_agent.sendto(packet, self._agent)
+            return
         notice = decode(packet, PLACEMENT, Placement, None)
         if self.lose_first_decision and notice.event is not None and not self.lost:
             self.lost.append(notice)
@@ -412,3 +418,28 @@ async def test_a_takeover_is_unconfirmed_while_the_backup_agent_is_stopped(make_
     assert confirmed.fields["client"] == "Playout1" and confirmed.fields["plays_on"] == "Backup1"
     assert confirmed.fields["epoch"] == 1 and confirmed.fields["alarmed"] is True
     assert stage.confirmed("Playout1")
+
+
+async def test_an_agent_knows_its_director_is_there_from_small_acks_not_from_dropped_asks(
+    make_stage,
+):
+    stage = await make_stage()
+    relay = await stage.relay("127.0.0.11")
+    agent = stage.agent("Playout1", "127.0.0.11", port=relay.port)
+    await stage.online("Playout1")
+    live = stage.director.live
+    unwelcomed = live.drops["unwelcomed"]  # the first heartbeats of a run, before its welcome
+    await async_wait_for(lambda: len(relay.acks) >= 4, what="four acknowledgements")
+    # Each ack answers one heartbeat of this run that asked, and is a few bytes.
+    asked = {
+        (beat.boot, beat.seq)
+        for beat in (decode(p, HEARTBEAT, Heartbeat, b"s3cret") for p in relay.heartbeats)
+        if beat.ask
+    }
+    for packet in relay.acks:
+        ack = decode(packet, ACK, Ack, b"s3cret")
+        assert (ack.boot, ack.seq) in asked and ack.session == live.runs.session
+        assert len(packet) < 200
+    # Asking costs the director nothing it counts as a drop, and the agent is content.
+    assert live.drops["unwelcomed"] == unwelcomed
+    assert not agent.of_kind("agent.director_lost")

@@ -16,9 +16,11 @@ from pxcontrol.confirmations import Confirmations, confirm_within
 from pxcontrol.detection import Timing
 from pxcontrol.events import Event, EventLog
 from pxcontrol.heartbeat import (
+    ACK,
     HEARTBEAT,
     MAX_PACKET,
     PLACEMENT,
+    Ack,
     Heartbeat,
     Placement,
     WireError,
@@ -313,7 +315,7 @@ MOVED = {"client": "Playout1", "from": "Backup1", "to": "Playout1", "outputs": [
 async def test_a_newer_epoch_is_adopted_and_becomes_a_local_backup_activated_event():
     agent = make_agent()
     placed = notice(1, ACTIVATED)
-    agent.notice(encode(PLACEMENT, placed, None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, placed, None), DIRECTOR)
     assert agent.epoch == 1
     assert agent.placement == placed
     (event,) = list(agent.events)
@@ -323,7 +325,7 @@ async def test_a_newer_epoch_is_adopted_and_becomes_a_local_backup_activated_eve
 
 async def test_a_move_notice_becomes_a_local_backup_moved_event():
     agent = make_agent()
-    agent.notice(encode(PLACEMENT, notice(3, MOVED, plays={}), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(3, MOVED, plays={}), None), DIRECTOR)
     (event,) = list(agent.events)
     assert event.kind == "backup.moved"
     assert event.fields["to"] == "Playout1" and event.fields["plays"] == {}
@@ -331,7 +333,7 @@ async def test_a_move_notice_becomes_a_local_backup_moved_event():
 
 async def test_a_placement_without_an_event_becomes_agent_placement():
     agent = make_agent()
-    agent.notice(encode(PLACEMENT, notice(5), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(5), None), DIRECTOR)
     (event,) = list(agent.events)
     assert event.kind == "agent.placement"
     assert event.fields == {"epoch": 5, "plays": {"Playout1": ["Output 1", "Cam 1"]}}
@@ -340,8 +342,8 @@ async def test_a_placement_without_an_event_becomes_agent_placement():
 async def test_an_older_epoch_never_undoes_a_newer_decision():
     agent = make_agent()
     newer = notice(2, MOVED, placement={"Playout1": "Playout1"}, plays={})
-    agent.notice(encode(PLACEMENT, newer, None), DIRECTOR)
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED), None), DIRECTOR)  # arrives late
+    agent.datagram(encode(PLACEMENT, newer, None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED), None), DIRECTOR)  # arrives late
     assert agent.epoch == 2
     assert agent.placement == newer
     assert [e.kind for e in agent.events] == ["backup.moved"]
@@ -350,75 +352,75 @@ async def test_an_older_epoch_never_undoes_a_newer_decision():
 async def test_a_repeated_epoch_is_ignored():
     agent = make_agent()
     packet = encode(PLACEMENT, notice(1, ACTIVATED), None)
-    agent.notice(packet, DIRECTOR)
-    agent.notice(packet, DIRECTOR)
+    agent.datagram(packet, DIRECTOR)
+    agent.datagram(packet, DIRECTOR)
     other_same_epoch = notice(1, MOVED, placement={"Playout1": "Playout1"})
-    agent.notice(encode(PLACEMENT, other_same_epoch, None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, other_same_epoch, None), DIRECTOR)
     assert len(agent.events) == 1
     assert agent.placement is not None and agent.placement.placement == {"Playout1": "Backup1"}
 
 
 async def test_epoch_zero_is_not_news_to_a_fresh_agent():
     agent = make_agent()
-    agent.notice(encode(PLACEMENT, notice(0), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(0), None), DIRECTOR)
     assert agent.epoch == 0 and agent.placement is None and len(agent.events) == 0
 
 
 async def test_the_interval_in_a_placement_is_adopted():
     agent = make_agent()
     assert agent.interval == 0.1
-    agent.notice(encode(PLACEMENT, notice(1, interval=0.05), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1, interval=0.05), None), DIRECTOR)
     assert agent.interval == 0.05
 
 
 async def test_the_interval_is_adopted_from_a_repeated_epoch_too():
     # The director resends the current placement to an agent whose interval is wrong.
     agent = make_agent()
-    agent.notice(encode(PLACEMENT, notice(1), None), DIRECTOR)
-    agent.notice(encode(PLACEMENT, notice(1, interval=0.2), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1, interval=0.2), None), DIRECTOR)
     assert agent.interval == 0.2
     assert agent.epoch == 1 and len(agent.events) == 1
 
 
 async def test_a_notice_from_another_address_is_ignored():
     agent = make_agent()
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED, interval=0.3), None), ("127.0.0.2", 7401))
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED, interval=0.3), None), ("127.0.0.2", 7401))
     assert agent.epoch == 0 and agent.placement is None
     assert agent.interval == 0.1 and len(agent.events) == 0
 
 
 async def test_a_notice_from_another_port_of_the_director_host_is_accepted():
     agent = make_agent()
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED), None), ("127.0.0.1", 50123))
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED), None), ("127.0.0.1", 50123))
     assert agent.epoch == 1
 
 
 async def test_a_director_on_the_any_address_is_heard_from_anywhere():
     agent = make_agent(director=("0.0.0.0", 7401))
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED), None), ("10.1.2.3", 7401))
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED), None), ("10.1.2.3", 7401))
     assert agent.epoch == 1
 
 
 async def test_a_director_named_by_host_name_is_heard():
     # `pxcontrol agent --director localhost`: the notices come from 127.0.0.1.
     agent = make_agent(director=("localhost", 7401))
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED), None), ("127.0.0.1", 7401))
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED), None), ("127.0.0.1", 7401))
     assert agent.epoch == 1
 
 
 async def test_a_notice_with_a_bad_signature_is_ignored_when_the_agent_has_a_secret():
     agent = make_agent(secret=SECRET)
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED, interval=0.3), b"wrong"), DIRECTOR)
-    agent.notice(encode(PLACEMENT, notice(2, ACTIVATED, interval=0.3), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED, interval=0.3), b"wrong"), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(2, ACTIVATED, interval=0.3), None), DIRECTOR)
     assert agent.epoch == 0 and len(agent.events) == 0 and agent.interval == 0.1
-    agent.notice(encode(PLACEMENT, notice(3, ACTIVATED), SECRET), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(3, ACTIVATED), SECRET), DIRECTOR)
     assert agent.epoch == 3
 
 
 async def test_a_malformed_notice_is_ignored_without_raising():
     agent = make_agent()
     for packet in (b"garbage", osc(PLACEMENT, "{not json"), encode(HEARTBEAT, BEAT, None)):
-        agent.notice(packet, DIRECTOR)
+        agent.datagram(packet, DIRECTOR)
     assert agent.epoch == 0 and len(agent.events) == 0
 
 
@@ -432,7 +434,7 @@ async def test_an_observe_event_plugin_sees_the_agents_event():
 
     agent = make_agent()
     agent.pm.register(Watcher())
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED), None), DIRECTOR)
     assert [e.kind for e in seen] == ["backup.activated"]
     assert seen == list(agent.events)
 
@@ -449,7 +451,7 @@ async def test_an_async_observe_event_plugin_is_run():
 
     agent = make_agent()
     agent.pm.register(AsyncWatcher())
-    agent.notice(encode(PLACEMENT, notice(1, MOVED), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1, MOVED), None), DIRECTOR)
     await asyncio.wait_for(seen.wait(), 5)
     assert kinds == ["backup.moved"]
 
@@ -470,7 +472,7 @@ async def test_a_failing_observe_event_plugin_does_not_stop_the_others():
     agent = make_agent()
     agent.pm.register(Watcher())
     agent.pm.register(Broken())  # pluggy calls the last registered first
-    agent.notice(encode(PLACEMENT, notice(1, ACTIVATED), None), DIRECTOR)
+    agent.datagram(encode(PLACEMENT, notice(1, ACTIVATED), None), DIRECTOR)
     assert seen == ["backup.activated"] and agent.epoch == 1
 
 
@@ -487,22 +489,22 @@ def welcome(agent: Agent, seq: int, session: str = "s1", boot: str | None = None
 async def test_an_agent_takes_the_session_of_a_welcome_that_answers_its_run():
     agent = make_agent()
     assert agent.session == ""
-    agent.notice(welcome(agent, 3), DIRECTOR)
+    agent.datagram(welcome(agent, 3), DIRECTOR)
     assert agent.session == "s1"
 
 
 async def test_an_agent_ignores_the_session_of_an_answer_to_another_run():
     agent = make_agent()
-    agent.notice(welcome(agent, 3, boot="another run"), DIRECTOR)
+    agent.datagram(welcome(agent, 3, boot="another run"), DIRECTOR)
     assert agent.session == ""
 
 
 async def test_a_replayed_welcome_answering_an_older_heartbeat_does_not_bring_its_session_back():
     agent = make_agent()
     old = welcome(agent, 3, "before the restart")
-    agent.notice(old, DIRECTOR)
-    agent.notice(welcome(agent, 40, "after the restart"), DIRECTOR)
-    agent.notice(old, DIRECTOR)  # captured and sent again
+    agent.datagram(old, DIRECTOR)
+    agent.datagram(welcome(agent, 40, "after the restart"), DIRECTOR)
+    agent.datagram(old, DIRECTOR)  # captured and sent again
     assert agent.session == "after the restart"
 
 
@@ -719,3 +721,26 @@ def test_after_a_restart_the_saved_decision_of_the_current_epoch_is_repeated_and
     other, _, _ = confirmations()
     other.restore(log, 3)  # the saved log does not have the current epoch's decision
     assert other.event_of(3) is None and other.confirmed("Playout1")
+
+
+async def test_an_agent_takes_an_ack_only_for_its_own_run_and_a_newer_heartbeat():
+    agent = make_agent(secret=b"k")
+    agent.seq = 10
+    asyncio.get_running_loop()  # _heard_director stamps loop time
+
+    def ack(seq: int, boot: str | None = None) -> bytes:
+        return encode(ACK, Ack(session="s", boot=boot or agent.boot, seq=seq), b"k")
+
+    agent.datagram(ack(4, boot="another run"), DIRECTOR)
+    agent.datagram(ack(11), DIRECTOR)  # a heartbeat not yet sent
+    agent.datagram(encode(ACK, Ack(session="s", boot=agent.boot, seq=4), b"wrong"), DIRECTOR)
+    assert agent._last_word is None and agent.dropped == 1
+    agent.datagram(ack(4), DIRECTOR)
+    heard = agent._last_word
+    assert heard is not None
+    agent._last_word = None
+    agent.datagram(ack(4), DIRECTOR)  # the same ack again: a replay
+    agent.datagram(ack(3), DIRECTOR)  # an older one
+    assert agent._last_word is None
+    agent.datagram(ack(9), DIRECTOR)
+    assert agent._last_word is not None
