@@ -6,7 +6,8 @@ player is SIGKILLed and the time until the agent's heartbeat carrying `failed` a
 this script's UDP socket (standing in for the director) is measured, --runs times.
 
 Part 2 (`cpu`): the agent's CPU over --seconds, with no checks and with five checks at
-default rates (process, tcp, http, osc, figure) against live local targets.
+default rates (the show's `[detection]` defaults: process, tcp, http, osc, figure) against
+live local targets, with the heartbeat at its default 10 per second.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import ENV, ms, quantiles
 
-from pxcontrol.heartbeat import HEARTBEAT, PLACEMENT, Heartbeat, Placement, decode, encode
+from pxcontrol.checks.kind import DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE
+from pxcontrol.heartbeat import (
+    ACK,
+    HEARTBEAT,
+    PLACEMENT,
+    Ack,
+    Heartbeat,
+    Placement,
+    decode,
+    encode,
+)
 from pxcontrol.processes import Process, wait_for
 
 
@@ -55,6 +66,9 @@ class Director:
             arrived = time.monotonic()
             beat = decode(data, HEARTBEAT, Heartbeat, None)
             self.beats.append((arrived, beat))
+            if beat.ask:
+                ack = Ack(session="b", boot=beat.boot, seq=beat.seq)
+                self.sock.sendto(encode(ACK, ack, None), addr)
             if beat.session != "b":
                 answer = self.notice.model_copy(update={"boot": beat.boot, "seq": beat.seq})
                 self.sock.sendto(encode(PLACEMENT, answer, None), addr)
@@ -172,9 +186,16 @@ def cpu(seconds: float) -> None:
         {"figure": "cpu_none", "min": 0},
     ]
     try:
-        variants = [("no checks", []), *[(next(iter(c)), [c]) for c in five], ("five checks", five)]
+        fast = [{**c, "interval": 0.1} for c in five]
+        variants = [
+            ("no checks", []),
+            *[(next(iter(c)), [c]) for c in five],
+            ("five checks", five),
+            ("five checks probed every 0.1 s", fast),
+        ]
         for label, checks in variants:
-            declared = [{"interval": 0.1, "fall": 2, "rise": 5, **c} for c in checks]
+            defaults = {"interval": DEFAULT_INTERVAL, "fall": DEFAULT_FALL, "rise": DEFAULT_RISE}
+            declared = [{**defaults, **c} for c in checks]
             director = Director(declared)
             watcher = agent(director.port)
             try:

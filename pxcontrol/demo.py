@@ -1,7 +1,9 @@
 """`pxcontrol demo`: the built-in demo show with a director and two agents, on this machine.
 
 Everything is a real process on loopback: the director, a playout agent on
-127.0.0.11 and a backup agent on 127.0.0.21. The timeline is read from the
+127.0.0.11 and a backup agent on 127.0.0.21, each client's media server (Debian's
+mpv playing a test picture with no screen; a stand-in process where mpv is not
+installed), watched by the agents' checks. The timeline is read from the
 director's own event stream.
 """
 
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +32,8 @@ PLAYOUT, PLAYOUT_IP = "Playout1", "127.0.0.11"
 BACKUP, BACKUP_IP = "Backup1", "127.0.0.21"
 STYLE = {
     "client.offline": "bold red",
+    "client.failed": "bold red",
+    "client.recovered": "green",
     "client.late": "yellow",
     "client.online": "green",
     "backup.activated": "bold magenta",
@@ -35,6 +41,48 @@ STYLE = {
     "alarm": "bold red",
     "action.failed": "red",
 }
+
+
+class Player:
+    """A client's media server: mpv playing a generated picture with no screen (its JSON IPC
+    socket is the application's control port), or, without mpv, a stand-in process. A copy
+    of the program under a name of its own, so the `process` check watches only this one."""
+
+    def __init__(self, folder: Path, client: str) -> None:
+        mpv = shutil.which("mpv")
+        program = mpv or shutil.which("sleep") or "/bin/sleep"
+        self.binary = folder / f"{'mpv' if mpv else 'player'}-{client}"  # ≤ 15: the kernel's name
+        shutil.copy(program, self.binary)
+        self.socket = folder / f"{client}.sock" if mpv else None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def what(self) -> str:
+        if self.socket is None:
+            return "a stand-in player (mpv is not installed: apt-get install mpv)"
+        return "mpv playing a test picture"
+
+    def checks(self) -> str:
+        """The client's checks, as the show declares them."""
+        checks = [f'{{ process = "{self.binary}", name = "player process" }}']
+        if self.socket is not None:
+            checks.append(f'{{ mpv = "{self.socket}", name = "player" }}')
+        return f"checks = [{', '.join(checks)}]"
+
+    def start(self) -> None:
+        if self.socket is None:
+            args = [str(self.binary), "100000"]
+        else:
+            args = [
+                str(self.binary), "--vo=null", "--ao=null", "--really-quiet",
+                f"--input-ipc-server={self.socket}", "av://lavfi:testsrc2=size=320x240:rate=25",
+            ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 class Demo:
@@ -49,6 +97,9 @@ class Demo:
             text = text.replace("osc_port = 7400", f"osc_port = {free_port()}")
         if not _free(7480, socket.SOCK_STREAM):  # the same for the Live Systems page
             text = text.replace("http_port = 7480", f"http_port = {free_port(socket.SOCK_STREAM)}")
+        self.players = {name: Player(folder, name) for name in (PLAYOUT, BACKUP)}
+        for name, player in self.players.items():  # each client's show is watched
+            text = text.replace(f'name = "{name}"\n', f'name = "{name}"\n{player.checks()}\n', 1)
         (folder / "show.toml").write_text(text)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.started = time.monotonic()
@@ -56,6 +107,7 @@ class Demo:
         self.director: Process | None = None
         self.router: Process | None = None
         self.agents: dict[str, Process] = {}
+        self.told = 0  # takeover notices of the backup's agent shown so far
 
     def start_router(self) -> None:
         """The Videohub emulator stands in for the show's video router."""
@@ -75,6 +127,9 @@ class Demo:
 
     def start(self) -> None:
         self.start_router()
+        for player in self.players.values():
+            player.start()
+        self.say(f"media servers: {self.players[PLAYOUT].what} on each client")
         self.director = Process(
             ["run", str(self.folder), "--state", str(self.folder / "state"), "--json-events"],
             self.env,
@@ -102,49 +157,80 @@ class Demo:
         return Process([*args, "--json-events"], self.env)
 
     def scripted(self) -> None:
-        """Kill the playout agent, show the takeover, bring it back, show the outputs stay."""
+        """The application crashes (the machine runs on), then the machine goes: each is
+        taken over; the outputs come back by hand."""
         assert self.director is not None
         self.say(
-            f"killing {PLAYOUT}'s agent (SIGKILL): its heartbeats stop now; "
+            f"killing {PLAYOUT}'s media server (SIGKILL): the application crashes, its machine "
+            "and agent run on; times below count from the kill",
+            "bold",
+        )
+        self.started = time.monotonic()
+        self.players[PLAYOUT].kill()
+        activated = self.taken_over()
+        self.say(f"restarting {PLAYOUT}'s media server", "bold")
+        self.players[PLAYOUT].start()
+        self.show_until("client.recovered", after=activated["seq"], client=PLAYOUT)
+        self.say(
+            f"{PLAYOUT}'s show plays again, but its outputs stay on {BACKUP} until an operator "
+            "moves them back: fail over fast, return by hand"
+        )
+        moved = self.move_back()
+
+        self.say(
+            f"now the machine: killing {PLAYOUT}'s agent (SIGKILL), its heartbeats stop; "
             "times below count from the kill",
             "bold",
         )
         self.started = time.monotonic()
         self.agents[PLAYOUT].signal(signal.SIGKILL)
-        activated = self.show_until("backup.activated", client=PLAYOUT)
-        self.show_until("mapping.done", event_seq=activated["seq"], mapping="mappings[0]")
-        self.show_until("mapping.done", event_seq=activated["seq"], mapping="mappings[1]")
-        self.show_until("mapping.done", event_seq=activated["seq"], mapping=f"{BACKUP}.on_backup")
-        notice = wait_for(lambda: self.agents[BACKUP].of_kind("backup.activated"), 10)[0]
-        plays = "; ".join(
-            f"{playout}'s {', '.join(names)}" for playout, names in notice["plays"].items()
-        )
-        self.say(f"{BACKUP}'s agent was told: it now plays {plays or 'nothing'}")
+        activated = self.taken_over(after=moved["seq"])
         self.say(f"restarting {PLAYOUT}'s agent, as after a reboot", "bold")
         port = self.director.of_kind("show.loaded")[0]["heartbeat_port"]
         self.agents[PLAYOUT] = self.agent(PLAYOUT, PLAYOUT_IP, port)
         self.show_until("client.online", after=activated["seq"], client=PLAYOUT)
-        self.say(
-            f"{PLAYOUT} is back, but its outputs stay on {BACKUP} until an operator moves them "
-            "back: fail over fast, return by hand"
+        self.say(f"{PLAYOUT} is back; its outputs stay on {BACKUP} until moved back")
+        self.move_back()
+
+    def taken_over(self, after: int = 0) -> dict[str, Any]:
+        """Show the takeover of the playout and what it ran; return its event."""
+        activated = self.show_until("backup.activated", after=after, client=PLAYOUT)
+        for mapping in ("mappings[0]", "mappings[1]", f"{BACKUP}.on_backup"):
+            self.show_until("mapping.done", event_seq=activated["seq"], mapping=mapping)
+        backup = self.agents[BACKUP]
+        told = len(wait_for(lambda: backup.of_kind("backup.activated")[self.told :], 10))
+        notice = backup.of_kind("backup.activated")[self.told]
+        self.told += told
+        plays = "; ".join(
+            f"{playout}'s {', '.join(names)}" for playout, names in notice["plays"].items()
         )
+        self.say(f"{BACKUP}'s agent was told: it now plays {plays or 'nothing'}")
+        return activated
+
+    def move_back(self) -> dict[str, Any]:
+        assert self.director is not None
         osc_port = self.director.of_kind("show.loaded")[0]["osc_port"]
         self.say(
             f"the operator moves them back: pxcontrol backup move {PLAYOUT} "
             f"--director 127.0.0.1:{osc_port}",
             "bold",
         )
+        before = self.director.events[-1]["seq"]
         ok, message = asyncio.run(_ask_move(osc_port))
         self.say(("ok: " if ok else "refused: ") + message)
-        moved = self.show_until("backup.moved", client=PLAYOUT)
+        moved = self.show_until("backup.moved", after=before, client=PLAYOUT)
         self.show_until("mapping.done", event_seq=moved["seq"], mapping="mappings[2]")
+        return moved
 
     def interactive(self) -> None:
         assert self.director is not None
         at = f"127.0.0.1:{self.director.of_kind('show.loaded')[0]['osc_port']}"
+        player = self.players[PLAYOUT].proc
+        assert player is not None
         self.say(
-            f"try it: kill -9 {self.agents[PLAYOUT].proc.pid}   (the playout agent) and watch "
-            "the takeover here or on the page; Ctrl-C ends the demo",
+            f"try it: kill -9 {player.pid}   ({PLAYOUT}'s media server: the application "
+            f"crashes) or kill -9 {self.agents[PLAYOUT].proc.pid}   ({PLAYOUT}'s agent: the "
+            "machine is gone), and watch the takeover here or on the page; Ctrl-C ends the demo",
             "bold",
         )
         self.say(
@@ -201,6 +287,8 @@ class Demo:
     def stop(self) -> None:
         for agent in self.agents.values():
             agent.kill()
+        for player in self.players.values():
+            player.kill()
         if self.router is not None:
             self.router.kill()
         if self.director is not None:

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from pxcontrol.checks.kind import DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE
+
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SHOW_MODULE = "Show"  # built into every show (pxcontrol.essential)
 ACTION_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
@@ -62,12 +64,14 @@ class DetectionSettings(Strict):
     offline_after: Seconds = 0.5
     online_after: Seconds = 3.0
     mass_failure_guard: Annotated[float, Field(ge=0, le=1)] = 0.5
-    check_interval: Seconds = Field(0.1, description="seconds between probes of each check")
+    check_interval: Seconds = Field(
+        DEFAULT_INTERVAL, description="seconds between probes of each check"
+    )
     check_fall: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
-        2, description="failures in a row that fail a check"
+        DEFAULT_FALL, description="failures in a row that fail a check"
     )
     check_rise: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
-        5, description="successes in a row that recover a check"
+        DEFAULT_RISE, description="successes in a row that recover a check"
     )
 
     @model_validator(mode="after")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,48 @@ async def test_http_fails_on_an_unexpected_status():
     finally:
         await checks.close()
         server.close()
+
+
+class _Page(http.server.BaseHTTPRequestHandler):
+    """Python's own HTTP/1.1 server: keeps connections, answers in chunks when told to."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list[int] = []
+    status = 200
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for _ in range(3):
+            self.wfile.write(b"5\r\nhello\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_http_keeps_one_connection_to_a_real_server_and_reads_chunked_answers():
+    _Page.connections = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/status?full=1"
+    checks, told = await run_checks([{"http": url, **FAST}])
+    try:
+        await async_wait_for(lambda: checks.running[0].probes >= 10, what="ten probes")
+        assert told.changes == [] and len(_Page.connections) == 1
+        _Page.status = 500
+        await async_wait_for(lambda: told.changes, what="http check to fail")
+        assert told.changes[0][2] == f"{url} answered 500, expected 200"
+    finally:
+        _Page.status = 200
+        await checks.close()
+        server.shutdown()
+        server.server_close()
 
 
 async def test_osc_needs_the_expected_answer_from_a_real_peer():

@@ -129,24 +129,43 @@ def test_the_scripted_demo_shows_a_failover_end_to_end():
     result = pxcontrol("demo", "--scripted", timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     text = result.stdout
-    order = [
-        "client.online     client=Playout1",
-        "killing Playout1's agent (SIGKILL)",
-        "client.offline    client=Playout1 automatic=True",
+    taken_over = [
         "backup.activated  client=Playout1 backup=Backup1",
         "videohub.routed   module=Router output=1 input=3 output_label=LED Wall input_label=Backup1 Out 1",
         "action Router.Salvo: ok",
         "Backup1's agent was told: it now plays Playout1's Output 1, Output 2, Cam 1",
-        "its outputs stay on Backup1",
+    ]
+    moved_back = [
         "ok: Playout1's outputs are back on Playout1",
         "backup.moved      client=Playout1 from=Backup1 to=Playout1",
         "input_label=Playout1 Out 1",
+    ]
+    order = [
+        "media servers: mpv playing a test picture on each client",  # scripts/test installs mpv
+        "client.online     client=Playout1",
+        # The application crashes; the machine and its agent run on.
+        "killing Playout1's media server (SIGKILL)",
+        "client.failed     client=Playout1 check=player process message=process",
+        *taken_over,
+        "restarting Playout1's media server",
+        "client.recovered  client=Playout1",
+        "its outputs stay on Backup1",
+        *moved_back,
+        # The machine goes.
+        "killing Playout1's agent (SIGKILL)",
+        "client.offline    client=Playout1 automatic=True",
+        *taken_over,
+        "client.online     client=Playout1",
+        "its outputs stay on Backup1",
+        *moved_back,
         "demo over: every process stopped",
     ]
     assert "action Console.Send: ok" in text
-    positions = [text.find(line) for line in order]
-    assert -1 not in positions, text
-    assert positions == sorted(positions), text
+    at = 0
+    for line in order:  # each in turn, after the one before
+        found = text.find(line, at)
+        assert found != -1, f"{line!r} not found after position {at} in:\n{text}"
+        at = found + len(line)
 
 
 def test_user_text_is_printed_as_it_is_never_as_markup(tmp_path):
@@ -197,7 +216,7 @@ def test_the_demo_stopped_with_sigterm_leaves_no_process_behind():
         children = subprocess.run(
             ["pgrep", "-P", str(demo.pid)], capture_output=True, text=True
         ).stdout.split()
-        assert len(children) == 4, "router, director, two agents"
+        assert len(children) == 6, "router, director, two agents, two media servers"
         demo.terminate()
         assert demo.wait(20) == 0
         wait_for(lambda: any("demo over: every process stopped" in x for x in lines))

@@ -23,9 +23,6 @@ from pxcontrol.testing import Rig, wait_for
 from .conftest import async_wait_for
 
 MPV = shutil.which("mpv")
-pytestmark = pytest.mark.skipif(
-    MPV is None, reason="apt-get install mpv"
-)  # scripts/test installs it
 
 
 class Player:

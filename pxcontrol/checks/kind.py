@@ -13,6 +13,11 @@ Count = Annotated[StrictInt, Field(ge=1, le=1000)]
 
 #: A probe's time limit when the check sets none: min(this, 5 × interval).
 TIMEOUT_CAP = 1.0
+#: The show's `[detection]` defaults (`check_interval`, `check_fall`, `check_rise`), used
+#: too when a declaration reaches an agent without them. Twice a second: a frozen show is
+#: noticed within about a second, and five checks cost the show machine a fraction of a
+#: percent of one core (bench/agent_checks.py). A process exit is noticed at once anyway.
+DEFAULT_INTERVAL, DEFAULT_FALL, DEFAULT_RISE = 0.5, 2, 5
 
 
 class CheckFailed(Exception):

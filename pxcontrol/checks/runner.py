@@ -15,16 +15,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pxcontrol.checks.kind import TIMEOUT_CAP, Check, CheckContext, CheckFailed, CheckSettings
+from pxcontrol.checks.kind import (
+    DEFAULT_FALL,
+    DEFAULT_INTERVAL,
+    DEFAULT_RISE,
+    TIMEOUT_CAP,
+    Check,
+    CheckContext,
+    CheckFailed,
+    CheckSettings,
+)
 from pxcontrol.checks.kinds import CheckKinds
 from pxcontrol.checks.risefall import Change, RiseFall
 from pxcontrol.heartbeat import FailedCheck
 from pxcontrol.tasks import cancel_and_wait
 
 log = logging.getLogger("pxcontrol.checks")
-
-#: When a declaration does not carry them (the director fills them from [detection]).
-DEFAULT_INTERVAL, DEFAULT_FALL, DEFAULT_RISE = 0.1, 2, 5
 
 OnChange = Callable[[str, Change, str], None]
 
