@@ -20,8 +20,12 @@ back: 2 % each way. Named nft counters count what is sent, dropped and received.
 
 The show: Playout1..3 and Backup1 (backup_for all three, auto_backup on),
 default detection (interval 0.1 s, offline_after 0.5 s, online_after 3 s).
-Nothing is ever failed on purpose, so every client.offline or backup.activated
-is a false takeover; there must be none. Also printed: heartbeats sent,
+With checks (the default; `--no-checks` leaves them out) each client runs its
+own media server, Debian's mpv playing a test picture with no screen, and its
+agent watches it at the default check rates with a `process` check and an
+`mpv` check (the player answers and its position moves). Nothing is ever failed
+on purpose, so every client.offline, client.failed or backup.activated is a
+false takeover; there must be none. Also printed: heartbeats sent,
 received and lost, the largest gap between heartbeats per client as they reach
 the director, client.late warnings.
 """
@@ -268,9 +272,11 @@ def check_tools() -> None:
 
 
 class Soak:
-    def __init__(self, minutes: float, max_delay: float) -> None:
+    def __init__(self, minutes: float, max_delay: float, checks: bool) -> None:
         self.minutes = minutes
         self.max_delay = max_delay
+        self.checks = checks
+        self.players: list[subprocess.Popen[bytes]] = []
         self.net = Network(f"{PREFIX}{os.getpid()}")
         self.folder = Path(tempfile.mkdtemp(prefix="pxsoak-"))
         self.director: PrefixedProcess | None = None
@@ -310,7 +316,13 @@ class Soak:
             if "token" in DirectorSettings.model_fields
             else ""
         )
-        (self.folder / "show.toml").write_text(SHOW.replace("{token}", token))
+        show = SHOW.replace("{token}", token)
+        if self.checks:
+            for name in CLIENTS:
+                show = show.replace(
+                    f'name = "{name}"\n', f'name = "{name}"\n{self._player(name)}\n'
+                )
+        (self.folder / "show.toml").write_text(show)
         self.director = PrefixedProcess(
             ["ip", "netns", "exec", self.net.director],
             ["run", str(self.folder), "--state", str(self.folder / "state"), "--json-events"],
@@ -334,6 +346,27 @@ class Soak:
             )
         for name in CLIENTS:
             self.director.wait_event("client.online", timeout=60, client=name)
+            if self.checks:  # the agent runs the show's checks (it logs them when they start)
+                self.agents[name].wait_line(r"checks: process .*, player", timeout=30)
+
+    def _player(self, name: str) -> str:
+        """Start the client's media server (mpv, under a name of its own); its checks."""
+        mpv = shutil.which("mpv")
+        if mpv is None:
+            raise SystemExit("the soak with checks needs mpv: apt-get install mpv (or --no-checks)")
+        binary = self.folder / f"mpv-{name}"
+        shutil.copy(mpv, binary)
+        sock = self.folder / f"{name}.sock"
+        self.players.append(
+            subprocess.Popen(
+                [
+                    str(binary), "--vo=null", "--ao=null", "--really-quiet",
+                    f"--input-ipc-server={sock}", "av://lavfi:testsrc2=size=320x240:rate=25",
+                ],
+                stdin=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        return f'checks = [{{ process = "{binary}" }}, {{ mpv = "{sock}", name = "player" }}]'
 
     def _read_jitter(self) -> None:
         assert self.jitter is not None and self.jitter.stdout is not None
@@ -355,6 +388,7 @@ class Soak:
         d = self.director
         return {
             "client.offline": len(d.of_kind("client.offline")),
+            "client.failed": len(d.of_kind("client.failed")),
             "backup.activated": len(d.of_kind("backup.activated")),
             "backup.failed": len(d.of_kind("backup.failed")),
             "alarm": len(d.of_kind("alarm")),
@@ -438,9 +472,11 @@ class Soak:
             f"{jitter['late_max'] * 1000:.1f} ms"
         )
         t = {k: trouble1[k] - trouble0[k] for k in trouble1}
-        false_takeovers = t["client.offline"] + t["backup.activated"]
+        false_takeovers = t["client.offline"] + t["client.failed"] + t["backup.activated"]
+        checks = "process and mpv checks on every client" if self.checks else "no checks"
         print(
-            f"late warnings: {t['late']}; client.offline: {t['client.offline']}; "
+            f"{checks}; late warnings: {t['late']}; client.offline: {t['client.offline']}; "
+            f"client.failed: {t['client.failed']}; "
             f"backup.activated: {t['backup.activated']}; backup.failed: {t['backup.failed']}; "
             f"alarms: {t['alarm']}"
         )
@@ -448,7 +484,9 @@ class Soak:
             f"FALSE TAKEOVERS: {false_takeovers}  ({'ok' if false_takeovers == 0 else 'MUST BE ZERO'})"
         )
         for e in self.director.events:
-            if e["kind"] in ("client.offline", "backup.activated", "client.late", "alarm"):
+            if e["kind"] in (
+                "client.offline", "client.failed", "backup.activated", "client.late", "alarm"
+            ):  # fmt: skip
                 print(f"  event: {json.dumps({k: v for k, v in e.items() if k != '_seen'})}")
 
     def close(self) -> None:
@@ -457,6 +495,8 @@ class Soak:
         self.closed = True
         for agent in self.agents.values():
             agent.kill()
+        for player in self.players:
+            player.kill()
         if self.director is not None:
             self.director.kill()
         if self.jitter is not None and self.jitter.poll() is None:
@@ -471,6 +511,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="soak length (0.1..1440)")
     parser.add_argument("--max-delay", type=float, default=0.02, help="jitter: hold 0..this s")
     parser.add_argument("--cleanup", action="store_true", help="only remove stale namespaces")
+    parser.add_argument("--no-checks", action="store_true", help="no media servers, no checks")
     args = parser.parse_args()
     if not 0.1 <= args.minutes <= 1440 or not 0 <= args.max_delay <= 1:
         parser.error("--minutes 0.1..1440, --max-delay 0..1")
@@ -488,7 +529,7 @@ def main() -> None:
         f"{os.cpu_count()} cores, Python {platform.python_version()}",
         flush=True,
     )
-    soak = Soak(args.minutes, args.max_delay)
+    soak = Soak(args.minutes, args.max_delay, checks=not args.no_checks)
     atexit.register(soak.close)
     try:
         soak.start()
