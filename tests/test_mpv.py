@@ -137,3 +137,63 @@ async def test_a_short_freeze_is_nothing_a_long_one_fails_and_recovers(player: P
     finally:
         player.proc.send_signal(signal.SIGCONT)
         await checks.close()
+
+
+FROZEN_SHOW = """
+[director]
+heartbeat_port = {heartbeat_port}
+
+[detection]
+heartbeat_interval = 0.05
+offline_after = 0.4
+online_after = 0.3
+
+[[clients]]
+name = "Playout1"
+ip = "127.0.0.11"
+outputs = ["Output 1"]
+checks = [{ mpv = "SOCKET", name = "player", interval = 0.1, fall = 3, rise = 3, timeout = 0.3 }]
+
+[[clients]]
+name = "Backup1"
+ip = "127.0.0.21"
+outputs = ["Output 1"]
+backup_for = ["127.0.0.11"]
+auto_backup = true
+
+[modules.Router]
+type = "osc"
+port = ROUTER
+
+[[mappings]]
+on = "backup.activated"
+do = [{ action = "Router.Send", args = { address = "/router/salvo", args = ["{backup}"] } }]
+"""
+
+
+def test_a_frozen_player_is_taken_over_once_while_its_machine_runs_on(
+    tmp_path: Path, player: Player, osc_receiver
+):
+    router = osc_receiver()
+    show = FROZEN_SHOW.replace("SOCKET", player.socket).replace("ROUTER", str(router.port))
+    rig = Rig(tmp_path, show)
+    try:
+        director = rig.start_director()
+        rig.start_clients(Playout1="127.0.0.11", Backup1="127.0.0.21")
+        agent = rig.agents["Playout1"]
+        agent.wait_line(r"checks: player")  # the agent runs the show's check
+        player.proc.send_signal(signal.SIGSTOP)  # the picture freezes; the machine runs on
+        failed = director.wait_event("client.failed", client="Playout1")
+        assert failed["check"] == "player" and "timed out after 0.3 s" in failed["message"]
+        activated = director.wait_event("backup.activated", client="Playout1")
+        assert activated["backup"] == "Backup1"
+        wait_for(lambda: sum("/router/salvo" in x for x in router.lines) == 1, 5, "the salvo")
+        player.proc.send_signal(signal.SIGCONT)
+        director.wait_event("client.recovered", client="Playout1")
+        # The agent never went offline, and nothing was taken over or sent twice.
+        assert not director.of_kind("client.offline")
+        assert len(director.of_kind("backup.activated")) == 1
+        assert sum("/router/salvo" in x for x in router.lines) == 1
+    finally:
+        player.proc.send_signal(signal.SIGCONT)
+        rig.close()
