@@ -35,7 +35,7 @@ from pxcontrol.heartbeat import (
     decode,
     encode,
 )
-from pxcontrol.plugins import hook_order
+from pxcontrol.observers import Observers, call_each
 from pxcontrol.supervisor import Death, Supervisor
 
 log = logging.getLogger("pxcontrol.agent")
@@ -72,6 +72,7 @@ class Agent:
         self._session_seq = -1  # the heartbeat that welcome answered
         self.placement: Placement | None = None
         self.events = EventLog()
+        self.observers = Observers(lambda: pm)
         self.performance: dict[str, Any] = {}
         self.heard = False  # the director answered (it welcomes every agent run)
         self.dropped = 0
@@ -119,6 +120,7 @@ class Agent:
             failing.cancel()
             await self.supervisor.stop()
             await self.checks.close()
+            await self.observers.close()
             self._transport.close()
 
     def _task_died(self, death: Death) -> None:
@@ -269,15 +271,18 @@ class Agent:
 
     async def _plugin_figures(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        for impl in hook_order(self.pm.hook.agent_performance):
+
+        def failed(impl: pluggy.HookImpl, exc: Exception) -> None:
+            log.debug("plugin %s performance failed: %s", impl.plugin_name, exc)
+
+        for plugin, result in call_each(self.pm.hook.agent_performance, failed):
             try:
-                result = impl.function()
                 if inspect.isawaitable(result):
                     result = await asyncio.wait_for(result, PERFORMANCE_EVERY)
                 json.dumps(result or {})  # what cannot travel is dropped here, not in the heartbeat
                 extra.update(result or {})
             except Exception as exc:
-                log.debug("plugin %s performance failed: %s", impl.plugin_name, exc)
+                log.debug("plugin %s performance failed: %s", plugin, exc)
         return extra
 
     # --- notices from the director ---
@@ -342,21 +347,7 @@ class Agent:
             self._session_seq = placement.seq
 
     def _observe(self, kind: str, fields: dict[str, Any]) -> None:
-        event = self.events.add(kind, fields)
-        for impl in hook_order(self.pm.hook.observe_event):
-            try:
-                result = impl.function(event=event)
-                if inspect.isawaitable(result):
-                    asyncio.get_running_loop().create_task(_bounded(result))
-            except Exception:
-                log.exception("plugin %s failed observing %s", impl.plugin_name, kind)
-
-
-async def _bounded(awaitable: Any) -> None:
-    try:
-        await asyncio.wait_for(awaitable, 5.0)
-    except Exception:
-        log.exception("an agent plugin failed observing an event")
+        self.observers.tell(self.events.add(kind, fields))
 
 
 _ACK_PREFIX = ACK.encode() + b"\0"

@@ -27,10 +27,10 @@ from pxcontrol.deadlines import Deadlines
 from pxcontrol.events import Event, EventLog
 from pxcontrol.loader import Reporter, parse_structure, read_show
 from pxcontrol.module import Backoff, Module, ModuleStatus
+from pxcontrol.observers import Observers
 from pxcontrol.plugins import (
     DropinCache,
     PluginProblem,
-    hook_order,
     load_dropins,
     make_plugin_manager,
 )
@@ -46,7 +46,6 @@ MODULE_START_TIMEOUT = 5.0
 #: One step of a module's start() that holds the event loop longer than this (s) raises an alarm.
 BLOCKING_STEP = 0.25
 MODULE_STOP_TIMEOUT = 3.0
-OBSERVER_TIMEOUT = 2.0
 
 
 @dataclass
@@ -320,6 +319,7 @@ class App:
         self.calls: deque[ActionRecord] = deque(maxlen=500)
         self.last_calls: dict[str, ActionRecord] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self.observers = Observers(lambda: self.pm)
         self._starting: dict[str, asyncio.Task[None]] = {}  # modules whose start failed
         self._resolved: dict[str, tuple[Module, ActionSpec]] = {}
         self._deadlines = Deadlines()
@@ -447,6 +447,7 @@ class App:
         self._resolved.clear()
         await asyncio.gather(*(self._stop_module(m) for m in modules))
         await cancel_and_wait(self._background)
+        await self.observers.close()
 
     async def _stop_module(self, module: Module) -> None:
         starting = self._starting.pop(module.name, None)
@@ -594,20 +595,7 @@ class App:
     def emit(self, kind: str, /, fields: Mapping[str, Any] | None = None, **more: Any) -> Event:
         """Record an event and let every plugin observe it, without waiting for them."""
         event = self.events.add(kind, {**(fields or {}), **more})
-        impls = hook_order(self.pm.hook.observe_event)
-        if impls:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            for impl in impls:
-                try:
-                    result = impl.function(event=event)
-                except Exception:
-                    log.exception("plugin %s failed observing %s", impl.plugin_name, kind)
-                    continue
-                if inspect.isawaitable(result) and loop is not None:
-                    self._keep(loop.create_task(_observe(result, impl.plugin_name)))
+        self.observers.tell(event)
         return event
 
     # ModuleHost
@@ -679,13 +667,6 @@ def _answer(then: Callable[[ActionRecord], None], record: ActionRecord) -> None:
         then(record)
     except Exception:  # the caller's bug must not look like the action's failure
         log.exception("answering %s failed", record.action)
-
-
-async def _observe(awaitable: Any, plugin: str) -> None:
-    try:
-        await asyncio.wait_for(awaitable, OBSERVER_TIMEOUT)
-    except Exception:
-        log.exception("plugin %s failed observing an event", plugin)
 
 
 class _Stepped:
