@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pxcontrol.detection import ClientState
+from pxcontrol.detection import ClientState, Guard
 from pxcontrol.heartbeat import FailedCheck
 from pxcontrol.show import ClientDecl, ShowFile
 from pxcontrol.state import SavedState, StateNotSaved, StateStore
@@ -391,19 +391,20 @@ class BackupManager:
             and self.plays_on(name) == name
         )
 
-    async def client_offline(self, name: str, eligible: bool, why_not: str) -> None:
-        """The detector declared a client offline: take over automatically if the show says so."""
-        await self._lost(name, eligible, why_not, "went offline")
+    async def client_offline(self, name: str, guard: Guard | None = None) -> None:
+        """The detector declared a client offline: take over automatically if the show says
+        so and no guard holds it back."""
+        await self._lost(name, guard, "went offline")
 
-    async def client_failed(self, name: str, eligible: bool, why_not: str) -> None:
+    async def client_failed(self, name: str, guard: Guard | None = None) -> None:
         """The detector judged a failed client (its show stopped, its machine runs on): the
         same rule as offline. A client that recovered before it was judged is left alone."""
         failed = self._failed_of(name)
         if failed is None:
             return
-        await self._lost(name, eligible, why_not, f"failed its check {_words(failed)}")
+        await self._lost(name, guard, f"failed its check {_words(failed)}")
 
-    async def _lost(self, name: str, eligible: bool, why_not: str, how: str) -> None:
+    async def _lost(self, name: str, guard: Guard | None, how: str) -> None:
         """A client stopped playing (`how`: what happened): one rule for "would a backup
         take it over now", whether it went silent or its checks failed."""
         client = self.show.client(name)
@@ -419,11 +420,10 @@ class BackupManager:
             )
         if not self.wants_takeover(name):
             return
-        if not eligible:
-            reason = "mass failure guard" if "mass failure" in why_not else "startup guard"
+        if guard is not None:
             self._refuse(
                 name,
-                Refused(reason, f"no automatic takeover of {name}: {why_not}"),
+                Refused(guard.code, f"no automatic takeover of {name}: {guard.why}"),
                 "auto",
                 by="detector",
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class ClientState(enum.StrEnum):
@@ -90,6 +90,15 @@ class ClientWatch:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """A guard that holds an automatic takeover back: which one (the refusal code of the
+    `backup.failed` that follows) and why, for people."""
+
+    code: Literal["startup guard", "mass failure guard"]
+    why: str
+
+
+@dataclass(frozen=True)
 class Change:
     """Something the detector decided; the director turns these into events."""
 
@@ -98,9 +107,9 @@ class Change:
     kind: str
     client: str  # "" for "stalled": the director itself
     at: float
-    # for "offline" and "failed_decision": may a backup take over automatically?
-    eligible: bool = False
-    why_not: str = ""
+    # for "offline" and "failed_decision": the guard that holds an automatic takeover back
+    # (None: a backup may take over automatically)
+    guard: Guard | None = None
     clients: tuple[str, ...] = ()  # for "mass_failure": who dropped together
     # for "mass_failure": how far apart their last heartbeats arrived; for "stalled": the gap
     seconds: float = 0.0
@@ -109,6 +118,15 @@ class Change:
     check: str = ""
     message: str = ""
     by_checks: bool = False
+
+    @property
+    def eligible(self) -> bool:
+        """May a backup take over automatically (no guard holds it back)?"""
+        return self.guard is None
+
+    @property
+    def why_not(self) -> str:
+        return "" if self.guard is None else self.guard.why
 
 
 @dataclass
@@ -248,14 +266,14 @@ class Detector:
             ]
             at = [self.failing[n] for n in dropped]
             changes.extend(self._mass_failure(watch, dropped, at, now, by_checks=True))
+        guard = None
         if watch.guarded:
             why = "mass failure guard: many clients failed their checks at once"
-            changes.append(Change("failed_decision", watch.name, now, why_not=why))
+            guard = Guard("mass failure guard", why)
         elif not watch.seen_healthy:
             why = "startup guard: not seen healthy since the director started"
-            changes.append(Change("failed_decision", watch.name, now, why_not=why))
-        else:
-            changes.append(Change("failed_decision", watch.name, now, eligible=True))
+            guard = Guard("startup guard", why)
+        changes.append(Change("failed_decision", watch.name, now, guard=guard))
         return changes
 
     @property
@@ -327,14 +345,15 @@ class Detector:
         watch.late = False
         watch.failed = None  # silence wins: its checks are unknown until it is heard again
         self._not_failing(watch)
+        guard = None
         if watch.guarded:
             why = "mass failure guard: many clients dropped at once (the director's network?)"
-            changes.append(Change("offline", watch.name, now, eligible=False, why_not=why))
+            guard = Guard("mass failure guard", why)
         elif not watch.seen_online:
-            why = "startup guard: not seen online since the director started"
-            changes.append(Change("offline", watch.name, now, eligible=False, why_not=why))
-        else:
-            changes.append(Change("offline", watch.name, now, eligible=True))
+            guard = Guard(
+                "startup guard", "startup guard: not seen online since the director started"
+            )
+        changes.append(Change("offline", watch.name, now, guard=guard))
         return changes
 
     def _dropped_together(self, going: ClientWatch, now: float) -> list[str]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from pxcontrol.app import App, LoadedShow, load_show_async
 from pxcontrol.backup import BackupManager
-from pxcontrol.detection import ClientState
+from pxcontrol.detection import ClientState, Guard
 from pxcontrol.events import Event
 from pxcontrol.health import LoopWatch
 from pxcontrol.heartbeat import Placement
@@ -416,13 +416,13 @@ class Director:
     def _would_take_over(self, name: str) -> bool:
         return self.backup is not None and self.backup.wants_takeover(name)
 
-    async def _client_offline(self, name: str, eligible: bool, why_not: str) -> None:
+    async def _client_offline(self, name: str, guard: Guard | None) -> None:
         assert self.backup is not None
-        await self.backup.client_offline(name, eligible, why_not)
+        await self.backup.client_offline(name, guard)
 
-    async def _client_failed(self, name: str, eligible: bool, why_not: str) -> None:
+    async def _client_failed(self, name: str, guard: Guard | None) -> None:
         assert self.backup is not None
-        await self.backup.client_failed(name, eligible, why_not)
+        await self.backup.client_failed(name, guard)
 
     def _maybe_retry(self, event: Event) -> None:
         """A client online or recovered, or a backup freed: an automatic takeover that waited

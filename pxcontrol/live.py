@@ -23,7 +23,7 @@ from typing import Any
 from pxcontrol.arrivals import ArrivalReader, Datagram
 from pxcontrol.budgets import power_of_two
 from pxcontrol.confirmations import Confirmations
-from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Timing
+from pxcontrol.detection import Change, ClientState, ClientWatch, Detector, Guard, Timing
 from pxcontrol.heartbeat import (
     ACK,
     HEARTBEAT,
@@ -86,11 +86,11 @@ class LiveSystems:
         self,
         show: ShowFile,
         emit: Callable[..., object],
-        on_offline: Callable[[str, bool, str], Awaitable[None]],
+        on_offline: Callable[[str, Guard | None], Awaitable[None]],
         secret: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
         auto_for: Callable[[str], bool] = lambda name: False,
-        on_failed: Callable[[str, bool, str], Awaitable[None]] | None = None,
+        on_failed: Callable[[str, Guard | None], Awaitable[None]] | None = None,
     ) -> None:
         d = show.detection
         self.timing = Timing(
@@ -112,8 +112,8 @@ class LiveSystems:
         self._loop: asyncio.AbstractEventLoop | None = None
         # The reading thread and the loop both touch the detector: one at a time.
         self._lock = threading.Lock()
-        # (client, eligible, why_not, failed): offline and failed clients, in the detector's order
-        self._decisions: asyncio.Queue[tuple[str, bool, str, bool]] = asyncio.Queue()
+        # (client, guard, failed): offline and failed clients, in the detector's order
+        self._decisions: asyncio.Queue[tuple[str, Guard | None, bool]] = asyncio.Queue()
         self.notices_dropped = 0  # placement notices the kernel would not take at once
         self.stalls = 0  # times the director itself was found stopped
         self._stalled_at: float | None = None  # when the reading thread last found one
@@ -403,7 +403,7 @@ class LiveSystems:
                     automatic=wanted and change.eligible,
                     why_not=change.why_not if wanted else "",
                 )
-                self._decisions.put_nowait((change.client, change.eligible, change.why_not, False))
+                self._decisions.put_nowait((change.client, change.guard, False))
             elif change.kind == "failed":
                 self._emit(
                     "client.failed",
@@ -415,7 +415,7 @@ class LiveSystems:
             elif change.kind == "recovered":
                 self._emit("client.recovered", client=change.client, ip=client.ip)
             elif change.kind == "failed_decision":
-                self._decisions.put_nowait((change.client, change.eligible, change.why_not, True))
+                self._decisions.put_nowait((change.client, change.guard, True))
             elif change.kind in ("late", "on_time"):
                 self._emit(
                     "client.late", client=change.client, ip=client.ip, late=change.kind == "late"
@@ -457,12 +457,12 @@ class LiveSystems:
     async def _decide(self) -> None:
         """Offline and failed decisions one at a time, in the order the detector made them."""
         while True:
-            name, eligible, why_not, failed = await self._decisions.get()
+            name, guard, failed = await self._decisions.get()
             try:
                 if not failed:
-                    await self._on_offline(name, eligible, why_not)
+                    await self._on_offline(name, guard)
                 elif self._on_failed is not None:
-                    await self._on_failed(name, eligible, why_not)
+                    await self._on_failed(name, guard)
             except Exception:
                 log.exception("deciding on %s %s failed", name, "failed" if failed else "offline")
 

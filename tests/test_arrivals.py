@@ -11,6 +11,7 @@ import pytest
 
 from pxcontrol.app import load_show
 from pxcontrol.arrivals import ArrivalReader, Datagram
+from pxcontrol.detection import Guard
 from pxcontrol.live import LiveSystems
 
 
@@ -113,5 +114,5 @@ def test_every_silence_is_looked_at_once_a_tick_however_often_batches_come(write
     assert live.detector.last_check == 99.0
 
 
-async def _never(name: str, eligible: bool, why_not: str) -> None:
+async def _never(name: str, guard: Guard | None) -> None:
     raise AssertionError("nobody goes offline here")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pxcontrol.backup import BackupManager, Decision
-from pxcontrol.detection import ClientState, Detector, Timing
+from pxcontrol.detection import ClientState, Detector, Guard, Timing
 from pxcontrol.events import Event
 from pxcontrol.heartbeat import FailedCheck
 from pxcontrol.show import ShowFile
@@ -454,7 +454,7 @@ def auto_rig(saved: SavedState, store: StateStore, backup_auto: bool) -> Rig:
 async def test_client_offline_takes_over_when_auto_is_enabled(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.states["Playout1"] = ClientState.OFFLINE
-    await rig.backup.client_offline("Playout1", eligible=True, why_not="")
+    await rig.backup.client_offline("Playout1")
     assert rig.backup.plays_on("Playout1") == "Backup1" and rig.backup.epoch == 1
     (activated,) = rig.of("backup.activated")
     assert activated["reason"] == "auto" and activated["by"] == "detector"
@@ -462,19 +462,19 @@ async def test_client_offline_takes_over_when_auto_is_enabled(store: StateStore)
 
 async def test_client_offline_does_nothing_when_auto_is_off(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=False)
-    await rig.backup.client_offline("Playout1", eligible=True, why_not="")
+    await rig.backup.client_offline("Playout1")
     assert rig.backup.epoch == 0 and rig.emitted == [] and rig.announced == []
 
 
 async def test_client_offline_follows_the_operators_auto_switch(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=False)
     await rig.backup.set_auto("Playout1", True, "web")
-    await rig.backup.client_offline("Playout1", eligible=True, why_not="")
+    await rig.backup.client_offline("Playout1")
     assert rig.backup.plays_on("Playout1") == "Backup1"
 
 
-def real_mass_failure_why_not() -> str:
-    """The why_not the real detector gives when three of four clients drop at once."""
+def real_mass_failure_guard() -> Guard:
+    """The guard the real detector gives when three of four clients drop at once."""
     detector = Detector.for_clients(
         Timing(heartbeat_interval=0.1, offline_after=0.5, online_after=3.0, mass_failure_guard=0.5),
         ["Playout1", "Playout2", "Backup1", "Spare"],
@@ -489,13 +489,13 @@ def real_mass_failure_why_not() -> str:
             detector.heard("Spare", now)
         changes += detector.check(now)
     offline = [c for c in changes if c.kind == "offline" and c.client == "Playout1"]
-    assert offline and not offline[0].eligible
-    return offline[0].why_not
+    assert offline and offline[0].guard is not None
+    return offline[0].guard
 
 
 async def test_mass_failure_guard_refuses_the_automatic_takeover(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=True)
-    await rig.backup.client_offline("Playout1", eligible=False, why_not=real_mass_failure_why_not())
+    await rig.backup.client_offline("Playout1", real_mass_failure_guard())
     assert rig.backup.epoch == 0 and rig.backup.plays_on("Playout1") == "Playout1"
     assert rig.announced == [] and rig.of("backup.activated") == []
     (failed,) = rig.of("backup.failed")
@@ -506,7 +506,7 @@ async def test_mass_failure_guard_refuses_the_automatic_takeover(store: StateSto
 async def test_startup_guard_refuses_the_automatic_takeover(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=True)
     why = "startup guard: not seen online since the director started"
-    await rig.backup.client_offline("Playout1", eligible=False, why_not=why)
+    await rig.backup.client_offline("Playout1", Guard("startup guard", why))
     assert rig.backup.epoch == 0 and rig.of("backup.activated") == []
     (failed,) = rig.of("backup.failed")
     assert failed["reason"] == "startup guard"
@@ -515,7 +515,7 @@ async def test_startup_guard_refuses_the_automatic_takeover(store: StateStore):
 
 async def test_a_guarded_offline_without_auto_reports_nothing(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=False)
-    await rig.backup.client_offline("Playout1", eligible=False, why_not="mass failure guard")
+    await rig.backup.client_offline("Playout1", Guard("mass failure guard", "many at once"))
     assert rig.emitted == []
 
 
@@ -524,7 +524,7 @@ async def test_an_automatic_takeover_to_an_offline_backup_fails_with_the_reason(
 ):
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.states["Backup1"] = ClientState.OFFLINE
-    await rig.backup.client_offline("Playout1", eligible=True, why_not="")
+    await rig.backup.client_offline("Playout1")
     (failed,) = rig.of("backup.failed")
     assert failed["reason"] == "backup offline" and failed["trigger"] == "auto"
     assert rig.backup.epoch == 0
@@ -534,7 +534,7 @@ async def test_a_backup_going_offline_while_carrying_a_playout_raises_an_alarm(r
     await rig.backup.takeover("Playout1", "manual")
     rig.emitted.clear()
     rig.states["Backup1"] = ClientState.OFFLINE
-    await rig.backup.client_offline("Backup1", eligible=True, why_not="")
+    await rig.backup.client_offline("Backup1")
     (alarm,) = rig.of("alarm")
     assert alarm["client"] == "Backup1"
     assert "Playout1" in alarm["message"]
@@ -543,7 +543,7 @@ async def test_a_backup_going_offline_while_carrying_a_playout_raises_an_alarm(r
 
 
 async def test_an_idle_backup_going_offline_raises_no_alarm(rig: Rig):
-    await rig.backup.client_offline("Backup1", eligible=True, why_not="")
+    await rig.backup.client_offline("Backup1")
     assert rig.emitted == []
 
 
@@ -551,12 +551,12 @@ async def test_client_offline_after_a_takeover_does_not_take_over_again(store: S
     rig = auto_rig(await store.open(), store, backup_auto=True)
     await rig.backup.takeover("Playout1", "manual")
     rig.emitted.clear()
-    await rig.backup.client_offline("Playout1", eligible=True, why_not="")
+    await rig.backup.client_offline("Playout1")
     assert rig.emitted == [] and rig.backup.epoch == 1
 
 
 async def test_client_offline_of_an_unknown_client_is_ignored(rig: Rig):
-    await rig.backup.client_offline("Ghost", eligible=True, why_not="")
+    await rig.backup.client_offline("Ghost")
     assert rig.emitted == []
 
 
@@ -784,7 +784,7 @@ async def test_an_automatic_takeover_refused_as_busy_goes_when_the_backup_is_fre
     rig.backup.auto_override["Playout1"] = True
     assert (await rig.backup.takeover("Playout2", "manual")).ok  # Backup1 carries Playout2
     rig.states["Playout1"] = ClientState.OFFLINE
-    await rig.backup.client_offline("Playout1", True, "")
+    await rig.backup.client_offline("Playout1")
     assert [f["reason"] for f in rig.of("backup.failed")] == ["backup busy"]
     assert rig.backup.waiting == {"Playout1"}
     await rig.backup.retry_waiting()  # nothing freed yet: no second refusal
@@ -799,7 +799,7 @@ async def test_a_waiting_client_that_comes_back_is_not_taken_over(rig: Rig):
     rig.backup.auto_override["Playout1"] = True
     rig.states["Backup1"] = ClientState.OFFLINE
     rig.states["Playout1"] = ClientState.OFFLINE
-    await rig.backup.client_offline("Playout1", True, "")
+    await rig.backup.client_offline("Playout1")
     assert rig.backup.waiting == {"Playout1"}
     rig.states["Playout1"] = ClientState.ONLINE  # it recovered before its backup did
     rig.states["Backup1"] = ClientState.ONLINE
@@ -815,18 +815,18 @@ async def test_a_failed_playout_is_taken_over_automatically_like_an_offline_one(
 ):
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.fail("Playout1")
-    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    await rig.backup.client_failed("Playout1")
     assert rig.backup.plays_on("Playout1") == "Backup1" and rig.backup.epoch == 1
     (activated,) = rig.of("backup.activated")
     assert activated["reason"] == "auto" and activated["by"] == "detector"
-    await rig.backup.client_failed("Playout1", eligible=True, why_not="")  # judged again
+    await rig.backup.client_failed("Playout1")  # judged again
     assert len(rig.of("backup.activated")) == 1 and rig.backup.epoch == 1
 
 
 async def test_a_failed_playout_without_auto_is_not_taken_over(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=False)
     rig.fail("Playout1")
-    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    await rig.backup.client_failed("Playout1")
     assert rig.emitted == [] and rig.backup.epoch == 0
 
 
@@ -834,15 +834,15 @@ async def test_a_playout_that_recovered_before_its_judgement_is_left_alone(store
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.fail("Playout1")
     rig.recover("Playout1")
-    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    await rig.backup.client_failed("Playout1")
     assert rig.emitted == [] and rig.backup.epoch == 0
 
 
 async def test_the_guards_refuse_a_failed_playouts_takeover(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.fail("Playout1")
-    why = "mass failure guard: many clients failed their checks at once"
-    await rig.backup.client_failed("Playout1", eligible=False, why_not=why)
+    why = "many clients failed their checks at once"
+    await rig.backup.client_failed("Playout1", Guard("mass failure guard", why))
     (failed,) = rig.of("backup.failed")
     assert failed["reason"] == "mass failure guard" and rig.backup.epoch == 0
 
@@ -860,7 +860,7 @@ async def test_a_waiting_takeover_runs_when_the_failed_backup_recovers(store: St
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.fail("Backup1")
     rig.fail("Playout1")
-    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    await rig.backup.client_failed("Playout1")
     assert rig.of("backup.failed")[0]["reason"] == "backup failed"
     assert rig.backup.waiting == {"Playout1"}
     await rig.backup.retry_waiting()  # still failed: waits, no new refusal
@@ -874,7 +874,7 @@ async def test_a_waiting_failed_playout_that_recovers_stops_waiting(store: State
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.fail("Backup1")
     rig.fail("Playout1")
-    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    await rig.backup.client_failed("Playout1")
     rig.recover("Playout1")
     rig.recover("Backup1")
     await rig.backup.retry_waiting()
@@ -885,7 +885,7 @@ async def test_a_backup_that_fails_while_carrying_outputs_raises_backup_lost(rig
     await rig.backup.takeover("Playout1", "manual")
     rig.emitted.clear()
     rig.fail("Backup1", "tcp 127.0.0.1:1400", "connection refused")
-    await rig.backup.client_failed("Backup1", eligible=True, why_not="")
+    await rig.backup.client_failed("Backup1")
     (alarm,) = rig.of("alarm")
     assert alarm["alarm"] == "backup lost" and alarm["client"] == "Backup1"
     assert "Playout1" in alarm["message"] and "connection refused" in alarm["message"]
@@ -895,7 +895,7 @@ async def test_a_backup_that_fails_while_carrying_outputs_raises_backup_lost(rig
 async def test_a_failed_playout_that_recovers_does_not_move_back(store: StateStore):
     rig = auto_rig(await store.open(), store, backup_auto=True)
     rig.fail("Playout1")
-    await rig.backup.client_failed("Playout1", eligible=True, why_not="")
+    await rig.backup.client_failed("Playout1")
     rig.recover("Playout1")
     await rig.backup.retry_waiting()
     assert rig.backup.plays_on("Playout1") == "Backup1" and rig.backup.epoch == 1
