@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -208,6 +209,7 @@ def test_the_demo_stopped_with_sigterm_leaves_no_process_behind():
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # a failed test ends the whole group, not just the demo
     )
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in demo.stdout], daemon=True).start()
@@ -223,7 +225,9 @@ def test_the_demo_stopped_with_sigterm_leaves_no_process_behind():
         for pid in children:
             wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, f"{pid} to end")
     finally:
-        demo.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait(10)
 
 
 def test_commands_to_a_director_say_when_they_fall_back_to_the_demo(tmp_path, monkeypatch, capsys):
