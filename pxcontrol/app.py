@@ -272,6 +272,7 @@ class ActionRecord:
     args: dict[str, Any]
     source: str
     started: float
+    on: str = ""  # the event kind of the mapping that ran it; "" when no mapping did
     ok: bool = False
     result: Any = None
     error: str = ""
@@ -462,37 +463,24 @@ class App:
 
     # --- actions ---
 
-    async def call(self, ref: str, /, **args: Any) -> ActionRecord:
-        """Run `Module.Action` with keyword arguments; never raises, the record says how it went."""
-        return await self.run_action(ref, args)
-
-    async def run_action(
+    def run_action(
         self,
         ref: str,
         args: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
         source: str = "api",
-    ) -> ActionRecord:
-        """Run `Module.Action`; never raises, the record says how it went."""
-        return await self.begin_action(ref, args, timeout=timeout, source=source)
-
-    def begin_action(
-        self,
-        ref: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-        source: str = "api",
+        on: str = "",
     ) -> asyncio.Future[ActionRecord]:
-        """Start an action from any code, synchronous included; the future gets its record."""
+        """Start `Module.Action` now (from any code, synchronous included); await the
+        future for its record. Never raises: the record says how it went."""
         outcome: asyncio.Future[ActionRecord] = asyncio.get_running_loop().create_future()
 
         def settle(record: ActionRecord) -> None:
             if not outcome.done():  # the caller may have given up waiting
                 outcome.set_result(record)
 
-        self.start_action(ref, args, timeout=timeout, source=source, then=settle)
+        self.start_action(ref, args, timeout=timeout, source=source, on=on, then=settle)
         return outcome
 
     def start_action(
@@ -502,16 +490,21 @@ class App:
         *,
         timeout: float | None = None,
         source: str = "api",
+        on: str = "",
         then: Callable[[ActionRecord], None],
     ) -> None:
         """Start an action; `then(record)` is called once, when it ends, fails or times out.
+        `source` says who ran it, for people; `on`, the event kind of the mapping that ran
+        it ("" when no mapping did).
 
         The action runs in a task of its own under its time limit; the task itself
         calls `then` as it ends, so an answer (an OSC reply) costs no further loop
         round. A call that cannot start (unknown action, wrong arguments, module not
         running) calls `then` before this returns.
         """
-        record = ActionRecord(action=ref, args=dict(args or {}), source=source, started=time.time())
+        record = ActionRecord(
+            action=ref, args=dict(args or {}), source=source, on=on, started=time.time()
+        )
         began = time.perf_counter()
         try:
             module, spec = self.resolve(ref)
@@ -582,7 +575,13 @@ class App:
         self.last_calls[record.action] = record
         if error:
             log.warning("%s", error)
-            self.emit("action.failed", action=record.action, message=error, source=record.source)
+            self.emit(
+                "action.failed",
+                action=record.action,
+                message=error,
+                source=record.source,
+                on=record.on,
+            )
         return record
 
     def _keep(self, task: asyncio.Task[Any]) -> None:

@@ -62,7 +62,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "show.reloaded": ("file", "message"),
     "show.error": ("file", "message"),
     "module.status": ("module", "status", "message"),
-    "action.failed": ("action", "message", "source"),
+    "action.failed": ("action", "message", "source", "on"),
     "mapping.done": ("mapping", "on", "event_seq", "client", "ok", "actions"),
     "log.entry": ("module", "message", "level"),
 }  # fmt: skip

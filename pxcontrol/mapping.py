@@ -87,9 +87,7 @@ class MappingRunner:
 
     def dispatch(self, event: Event) -> None:
         # An action that fails inside a mapping run for action.failed must not start another.
-        if event.kind == "action.failed" and str(event.fields.get("source", "")).startswith(
-            "mapping:action.failed"
-        ):
+        if event.kind == "action.failed" and event.fields.get("on") == "action.failed":
             return
         matching = [m for m in self.mappings if m.matches(event)]
         if not matching:
@@ -146,7 +144,7 @@ class MappingRunner:
     ) -> list[ActionRecord]:
         """Run the calls, mark their intent done, and leave the trace (mapping.done)."""
         source = f"mapping:{on}:{mapping.name}" + (":replay" if replay else "")
-        records = await self.run_calls(calls, mapping.decl, source)
+        records = await self.run_calls(calls, mapping.decl, source, on)
         if intent is not None:
             await self._finish(intent, DONE, records)
         self.app.emit(
@@ -162,14 +160,15 @@ class MappingRunner:
         return records
 
     async def run_calls(
-        self, calls: list[ActionCall], decl: MappingDecl, source: str
+        self, calls: list[ActionCall], decl: MappingDecl, source: str, on: str = ""
     ) -> list[ActionRecord]:
-        """Run calls whose arguments are filled in, as the mapping says: in order or at once."""
+        """Run calls whose arguments are filled in, as the mapping says: in order or at once.
+        `on`: the event kind the mapping runs on."""
         if decl.parallel:
-            return list(await asyncio.gather(*(self._call(c, source) for c in calls)))
+            return list(await asyncio.gather(*(self._call(c, source, on) for c in calls)))
         records = []
         for call in calls:
-            record = await self._call(call, source)
+            record = await self._call(call, source, on)
             records.append(record)
             if not record.ok and decl.stop_on_error:
                 break
@@ -205,9 +204,9 @@ class MappingRunner:
         except Exception as exc:
             log.error("could not record that intent %d is done: %s", intent, exc)
 
-    async def _call(self, call: ActionCall, source: str) -> ActionRecord:
+    async def _call(self, call: ActionCall, source: str, on: str) -> ActionRecord:
         return await self.app.run_action(
-            call.action, call.args, timeout=call.timeout, source=source
+            call.action, call.args, timeout=call.timeout, source=source, on=on
         )
 
 

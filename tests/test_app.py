@@ -102,7 +102,7 @@ async def app(write_show):
 
 
 async def test_call_runs_the_action_and_records_it(app: App):
-    record = await app.call("Dev.Ok", value=21)
+    record = await app.run_action("Dev.Ok", {"value": 21})
     assert record.ok and record.result == 42 and record.error == ""
     assert record.duration > 0
     assert app.last_calls["Dev.Ok"] is record
@@ -110,31 +110,33 @@ async def test_call_runs_the_action_and_records_it(app: App):
 
 
 async def test_an_action_that_raises_becomes_action_failed(app: App):
-    record = await app.call("Dev.Boom")
+    record = await app.run_action("Dev.Boom")
     assert not record.ok
     assert record.error == "Dev.Boom failed: projector lamp is out"
     failed = app.events.of_kind("action.failed")
     assert [e.fields["message"] for e in failed] == [record.error]
-    assert (await app.call("Dev.Ok")).ok, "the runtime carries on"
+    assert (await app.run_action("Dev.Ok")).ok, "the runtime carries on"
 
 
 async def test_a_hanging_action_is_cut_off_at_its_timeout(app: App):
     began = time.monotonic()
-    record = await app.call("Dev.Hang")
+    record = await app.run_action("Dev.Hang")
     assert record.error == "Dev.Hang timed out after 0.3 s"
     assert 0.3 <= time.monotonic() - began < 2
 
 
 async def test_an_action_that_swallows_cancellation_still_returns_at_its_timeout(app: App):
     began = time.monotonic()
-    record = await app.call("Dev.Stubborn")
+    record = await app.run_action("Dev.Stubborn")
     assert record.error == "Dev.Stubborn timed out after 0.2 s"
     assert time.monotonic() - began < 2
 
 
 async def test_one_failing_action_does_not_stop_the_others_of_the_same_event(app: App):
     records = await asyncio.gather(
-        app.call("Dev.Hang"), app.call("Dev.Boom"), app.call("Dev.Ok", value=3)
+        app.run_action("Dev.Hang"),
+        app.run_action("Dev.Boom"),
+        app.run_action("Dev.Ok", {"value": 3}),
     )
     assert [r.ok for r in records] == [False, False, True]
     assert app.modules["Dev"].seen == [3]
@@ -170,7 +172,7 @@ async def test_stopping_answers_the_actions_still_running_and_ends_them(write_sh
     answers = []
     app.start_action("Dev.Hang", timeout=60, then=answers.append)
     app.start_action("Dev.Stubborn", timeout=60, then=answers.append)  # swallows cancellation
-    waiting = app.begin_action("Dev.Hang", timeout=60)
+    waiting = app.run_action("Dev.Hang", timeout=60)
     await asyncio.sleep(0)  # one loop round: each action has started and is waiting
     await asyncio.wait_for(app.stop(), 10)
     assert sorted(r.error for r in answers) == [
@@ -198,14 +200,14 @@ async def test_a_caller_whose_answer_fails_does_not_turn_the_action_into_a_failu
 
 async def test_after_a_module_restarts_its_actions_run_on_the_new_one(app: App, write_show):
     before = app.modules["Dev"]
-    assert (await app.call("Dev.Ok", value=1)).ok
+    assert (await app.run_action("Dev.Ok", {"value": 1})).ok
     changed = SHOW.replace(
         'type = "device"\n\n[modules.Broken]', 'type = "device"\nlabel = "B"\n\n[modules.Broken]'
     )
     assert changed != SHOW
     changes = await app.apply(load_show(write_show(changed, {"device.py": DEVICE})))
     assert "Dev" in changes.restarted
-    assert (await app.call("Dev.Ok", value=5)).ok
+    assert (await app.run_action("Dev.Ok", {"value": 5})).ok
     assert app.modules["Dev"] is not before
     assert app.modules["Dev"].seen == [5] and before.seen == [1]
 
@@ -254,11 +256,11 @@ async def test_a_module_that_fails_to_start_is_reported_and_the_rest_run(app: Ap
 
 async def test_every_event_reaches_the_observe_hook_and_a_broken_observer_is_contained(app: App):
     dropin = next(p for name, p in app.pm.list_name_plugin() if name.endswith("device.py"))
-    record = await app.call("Log.Entry", message="house lights")
+    record = await app.run_action("Log.Entry", {"message": "house lights"})
     assert record.ok and record.result == "house lights"
     assert "log.entry" in dropin.events
     assert app.events.of_kind("log.entry")[-1].fields["message"] == "house lights"
-    assert (await app.call("Dev.Ok")).ok
+    assert (await app.run_action("Dev.Ok")).ok
 
 
 FLAKY = """
@@ -287,14 +289,14 @@ async def test_a_module_whose_start_fails_is_retried_and_refuses_actions_meanwhi
     app = App(load_show(write_show('[modules.Dev]\ntype = "flaky"\n', {"flaky.py": FLAKY})))
     await app.start()
     try:
-        record = await app.call("Dev.Go")
+        record = await app.run_action("Dev.Go")
         assert record.error == (
             "Dev.Go: module Dev is not running (start failed: device still booting); "
             "its start is retried until the device answers"
         )
         await async_wait_for(lambda: app.modules["Dev"].status is ModuleStatus.OK, what="retry")
         assert type(app.modules["Dev"]).starts == 3
-        assert (await app.call("Dev.Go")).result == "went"
+        assert (await app.run_action("Dev.Go")).result == "went"
     finally:
         await app.stop()
 

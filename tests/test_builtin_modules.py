@@ -91,9 +91,11 @@ async def test_osc_send_refuses_at_call_time_what_check_would_and_sends_the_limi
             ("/big", [1e39], "does not fit OSC's 32-bit float (f)"),
         ]
         for address, args, message in refused:
-            record = await app.call("Console.Send", address=address, args=args)
+            record = await app.run_action("Console.Send", {"address": address, "args": args})
             assert not record.ok and message in str(record.error), record.error
-        record = await app.call("Console.Send", address="/edge", args=[2147483647, -2147483648])
+        record = await app.run_action(
+            "Console.Send", {"address": "/edge", "args": [2147483647, -2147483648]}
+        )
         assert record.ok, record.error
         await asyncio.to_thread(dump.wait_line, "/edge ii 2147483647 -2147483648")
         assert not [line for line in dump.lines if "/big" in line or "/a" in line or "#2" in line]
@@ -120,7 +122,7 @@ async def test_osc_over_tcp_with_slip_framing(slip_server, write_show):
         write_show(f'[modules.Eos]\ntype = "osc"\nport = {port}\nprotocol = "tcp"\n')
     )
     try:
-        record = await app.call("Eos.Send", address="/eos/key/go_0", args=[1.0])
+        record = await app.run_action("Eos.Send", {"address": "/eos/key/go_0", "args": [1.0]})
         assert record.ok, record.error
         await async_wait_for(lambda: ("/eos/key/go_0", 1.0) in received)
         assert app.modules["Eos"].status is ModuleStatus.OK
@@ -155,17 +157,17 @@ async def test_udp_send_with_an_expected_reply(write_show):
     port = transport.get_extra_info("sockname")[1]
     app = await started(write_show(f'[modules.Dev]\ntype = "udp"\nport = {port}\ntimeout = 0.3\n'))
     try:
-        record = await app.call("Dev.Send", data="PLAY", expect="ACK")
+        record = await app.run_action("Dev.Send", {"data": "PLAY", "expect": "ACK"})
         assert record.ok and record.result == "ACK PLAY"
-        record = await app.call("Dev.Send", data="02 41", hex=True, expect="41")
+        record = await app.run_action("Dev.Send", {"data": "02 41", "hex": True, "expect": "41"})
         assert record.ok and record.result == "41 43 4b 20 02 41"
-        record = await app.call("Dev.Send", data="MUTE", expect="ACK")
+        record = await app.run_action("Dev.Send", {"data": "MUTE", "expect": "ACK"})
         assert record.error == (
             "Dev.Send failed: expected a reply containing 'ACK' within 0.3 s; no reply came"
         )
-        record = await app.call("Dev.Send", data="STOP", expect="NAK")
+        record = await app.run_action("Dev.Send", {"data": "STOP", "expect": "NAK"})
         assert "last reply was 'ACK STOP'" in record.error
-        record = await app.call("Dev.Send", data="zz", hex=True)
+        record = await app.run_action("Dev.Send", {"data": "zz", "hex": True})
         assert "'zz' is not hex bytes" in record.error
     finally:
         await app.stop()
@@ -204,14 +206,14 @@ async def test_tcp_keeps_its_connection_and_reconnects_after_the_device_drops_it
     module = app.modules["Dev"]
     try:
         await async_wait_for(lambda: module.status is ModuleStatus.OK)
-        record = await app.call("Dev.Send", data="PLAY\r\n", expect="OK PLAY")
+        record = await app.run_action("Dev.Send", {"data": "PLAY\r\n", "expect": "OK PLAY"})
         assert record.ok and record.result == "OK PLAY\r\n"
         statuses = []
         app.events.listen(lambda e: statuses.append(e.fields.get("status")))
         device.drop_clients()
         await async_wait_for(lambda: "disconnected" in statuses, what="the drop to be seen")
         await async_wait_for(lambda: module.status is ModuleStatus.OK, what="the reconnect")
-        record = await app.call("Dev.Send", data="STOP", expect="OK STOP")
+        record = await app.run_action("Dev.Send", {"data": "STOP", "expect": "OK STOP"})
         assert record.ok, record.error
         assert device.commands == [b"PLAY\r\n", b"STOP"]
     finally:
@@ -226,7 +228,7 @@ async def test_tcp_reports_a_device_that_is_not_there(write_show):
     try:
         await async_wait_for(lambda: module.status is ModuleStatus.CONNECTION_FAILURE)
         assert "ConnectionRefusedError" in module.status_message
-        record = await app.call("Dev.Send", data="PLAY")
+        record = await app.run_action("Dev.Send", {"data": "PLAY"})
         assert record.error.startswith(f"Dev.Send failed: not connected to 127.0.0.1:{port}")
     finally:
         await app.stop()
@@ -260,13 +262,17 @@ async def test_http_request_and_expected_status(http_server, write_show):
     base = f"http://127.0.0.1:{http_server}"
     app = await started(write_show(f'[modules.Api]\ntype = "http"\nbase_url = "{base}"\n'))
     try:
-        record = await app.call("Api.Request", method="POST", path="/cues", body='{"cue": 3}')
+        record = await app.run_action(
+            "Api.Request", {"method": "POST", "path": "/cues", "body": '{"cue": 3}'}
+        )
         assert record.ok and record.result == {"status": 201, "body": 'got {"cue": 3}'}
-        record = await app.call(
-            "Api.Request", method="POST", path="/cues", body="x", expect_status=200
+        record = await app.run_action(
+            "Api.Request", {"method": "POST", "path": "/cues", "body": "x", "expect_status": 200}
         )
         assert "answered 201 (expected 200)" in record.error
-        record = await app.call("Api.Request", method="POST", path="/broken", body="x")
+        record = await app.run_action(
+            "Api.Request", {"method": "POST", "path": "/broken", "body": "x"}
+        )
         assert "answered 500 (expected success): got x" in record.error
     finally:
         await app.stop()
@@ -276,7 +282,7 @@ async def test_http_to_a_server_that_is_not_there(write_show):
     base = f"http://127.0.0.1:{free_port(kind=1)}"
     app = await started(write_show(f'[modules.Api]\ntype = "http"\nbase_url = "{base}"\n'))
     try:
-        record = await app.call("Api.Request", path="/")
+        record = await app.run_action("Api.Request", {"path": "/"})
         assert record.error.startswith("Api.Request failed: GET /: ConnectError")
         assert app.modules["Api"].status is ModuleStatus.CONNECTION_FAILURE
     finally:

@@ -260,7 +260,7 @@ on = "action.failed"
 do = ["Rec.Fail"]
 """
     )
-    await show.app.call("Rec.Fail")
+    await show.app.run_action("Rec.Fail")
     await async_wait_for(lambda: not show.runner.running)
     failures = [e for e in show.app.events if e.kind == "action.failed"]
     assert len(failures) == 2, "the first failure, and the mapped one: no third"

@@ -175,21 +175,21 @@ async def test_an_action_that_no_longer_resolves_is_refused(running: Running):
 
 async def test_changed_dropin_code_is_imported_again_and_broken_code_refused(running: Running):
     app = running.director.app
-    assert (await app.call("Probe.Say")).result == "v1"
+    assert (await app.run_action("Probe.Say")).result == "v1"
     before = len(running.events("show.reloaded"))
     (running.folder / "modules" / "probe.py").write_text(PROBE.replace('"v1"', '"v2"'))
     await async_wait_for(lambda: len(running.events("show.reloaded")) > before, what="reload")
     assert "restarted: Probe" in running.events("show.reloaded")[-1].fields["message"]
-    assert (await app.call("Probe.Say")).result == "v2"
+    assert (await app.run_action("Probe.Say")).result == "v2"
 
     (running.folder / "modules" / "probe.py").write_text("def broken(:\n")
     error = await async_wait_for(lambda: running.events("show.error"), what="show.error")
     assert "unknown module type 'probe'" in error[0].fields["message"]
-    assert (await app.call("Probe.Say")).result == "v2", "the running module is untouched"
+    assert (await app.run_action("Probe.Say")).result == "v2", "the running module is untouched"
 
     (running.folder / "modules" / "probe.py").write_text(PROBE.replace('"v1"', '"v3"'))
     await async_wait_for(lambda: running.events("show.reloaded")[-1].seq > error[0].seq)
-    assert (await app.call("Probe.Say")).result == "v3"
+    assert (await app.run_action("Probe.Say")).result == "v3"
 
 
 async def test_a_file_written_in_two_steps_is_never_reported_as_broken(running: Running):
@@ -344,11 +344,11 @@ async def test_anything_raised_while_loading_is_a_show_error_and_the_watch_goes_
     assert f"modules.Probe: Probe(...) could not be made ({probe}:6): SystemExit: 5" in message
 
     assert await running.last_log_after_event() == "v1 Playout1", "the show ran on untouched"
-    assert (await running.director.app.call("Probe.Say")).result == "v1"
+    assert (await running.director.app.run_action("Probe.Say")).result == "v1"
     await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v2"')))
     await running.edit(show_text("v2", running.port))
     assert await running.last_log_after_event() == "v2 Playout1"
-    assert (await running.director.app.call("Probe.Say")).result == "v2"
+    assert (await running.director.app.run_action("Probe.Say")).result == "v2"
 
 
 class Ticker:
@@ -386,7 +386,7 @@ async def test_a_dropin_that_hangs_at_import_is_cut_off_and_a_fixed_save_works(
         "the same file is not imported again: no second thread that never ends"
     )
     await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v3"')))
-    assert (await running.director.app.call("Probe.Say")).result == "v3"
+    assert (await running.director.app.run_action("Probe.Say")).result == "v3"
     assert await running.last_log_after_event() == "v2 Playout1"
 
 
@@ -418,7 +418,7 @@ async def test_a_start_that_hangs_is_cut_off_naming_its_file_and_line(
     )
     assert await running.last_log_after_event() == "v1 Playout1", "the director runs on"
     await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v2"')))
-    assert (await running.director.app.call("Probe.Say")).result == "v2"
+    assert (await running.director.app.run_action("Probe.Say")).result == "v2"
 
 
 async def test_a_start_that_swallows_its_cancellation_holds_nobody(write_show, monkeypatch):
@@ -537,7 +537,7 @@ async def test_a_failure_while_the_new_version_is_applied_is_a_show_error(runnin
     message = await saved_and_refused(running, lambda: probe.write_text(once))
     assert "error: applying the new version failed: RuntimeError: one instance only" in message
     await saved_and_reloaded(running, lambda: probe.write_text(PROBE.replace('"v1"', '"v2"')))
-    assert (await running.director.app.call("Probe.Say")).result == "v2"
+    assert (await running.director.app.run_action("Probe.Say")).result == "v2"
 
 
 async def test_a_watch_that_fails_is_an_alarm_and_is_tried_again(tmp_path, monkeypatch):

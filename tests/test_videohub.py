@@ -278,11 +278,13 @@ async def test_routes_by_number_and_by_label_are_read_back(hub, write_show):
     try:
         await async_wait_for(lambda: router.status is ModuleStatus.OK, what="the dump")
         assert router.status_message.endswith("12 inputs, 12 outputs, protocol 2.8")
-        record = await app.call("Router.Route", output=2, input=5)
+        record = await app.run_action("Router.Route", {"output": 2, "input": 5})
         assert record.ok, record.error
         assert record.result == "output 2 (Projector) ← input 5 (Backup1 Out 1)"
         assert hub.routing[1] == 4 and router.routing[1] == 4
-        record = await app.call("Router.Route", output="led WALL", input="  backup1 out 2 ")
+        record = await app.run_action(
+            "Router.Route", {"output": "led WALL", "input": "  backup1 out 2 "}
+        )
         assert record.ok, record.error
         assert hub.routing[0] == 5
         # From the command line, numbers arrive as text.
@@ -298,18 +300,20 @@ async def test_routes_by_number_and_by_label_are_read_back(hub, write_show):
 async def test_an_unknown_label_lists_near_matches(hub, write_show):
     app = await started(write_show, hub)
     try:
-        record = await app.call("Router.Route", output="LED Wal", input="Backup Out 1")
+        record = await app.run_action(
+            "Router.Route", {"output": "LED Wal", "input": "Backup Out 1"}
+        )
         assert record.error == (
             "Router.Route failed: no output labelled 'LED Wal' on the router; "
             "near matches: 'LED Wall' (output 1)"
         )
-        record = await app.call("Router.Route", output=1, input="Backup Out 1")
+        record = await app.run_action("Router.Route", {"output": 1, "input": "Backup Out 1"})
         assert "no input labelled 'Backup Out 1' on the router; near matches: 'Backup1 Out 1'" in (
             record.error
         )
         hub.set_label("input", 7, "Cam 1")
         await async_wait_for(lambda: app.modules["Router"].input_labels[7] == "Cam 1")
-        record = await app.call("Router.Route", output=1, input="cam 1")
+        record = await app.run_action("Router.Route", {"output": 1, "input": "cam 1"})
         assert "input label 'cam 1' is ambiguous: inputs 1, 8; use the number" in record.error
     finally:
         await app.stop()
@@ -318,9 +322,9 @@ async def test_an_unknown_label_lists_near_matches(hub, write_show):
 async def test_salvo_makes_routes_in_one_block_and_confirms_them_together(hub, write_show):
     app = await started(write_show, hub)
     try:
-        record = await app.call(
+        record = await app.run_action(
             "Router.Salvo",
-            routes=[[1, "Backup1 Out 1"], {"output": "Projector", "input": 6}, ["Record", 1]],
+            {"routes": [[1, "Backup1 Out 1"], {"output": "Projector", "input": 6}, ["Record", 1]]},
         )
         assert record.ok, record.error
         assert hub.routing[:4] == [4, 5, 2, 0]
@@ -328,9 +332,9 @@ async def test_salvo_makes_routes_in_one_block_and_confirms_them_together(hub, w
             "output 1 (LED Wall) ← input 5 (Backup1 Out 1), "
             "output 2 (Projector) ← input 6 (Backup1 Out 2), output 4 (Record) ← input 1 (Cam 1)"
         )
-        record = await app.call("Router.Salvo", routes=[[1, 2], [1, 3]])
+        record = await app.run_action("Router.Salvo", {"routes": [[1, 2], [1, 3]]})
         assert record.error == "Router.Salvo failed: output 1 appears twice in the salvo"
-        record = await app.call("Router.Salvo", routes=[])
+        record = await app.run_action("Router.Salvo", {"routes": []})
         assert "wrong arguments" in record.error
     finally:
         await app.stop()
@@ -346,13 +350,13 @@ async def test_a_route_refused_by_a_lock_fails_at_once_and_says_so(hub, write_sh
         assert kinds(app, "videohub.lock")[-1] == {
             "module": "Router", "output": 2, "output_label": "Projector", "lock": "locked",
         }  # fmt: skip
-        record = await app.call("Router.Route", output=2, input=5)
+        record = await app.run_action("Router.Route", {"output": 2, "input": 5})
         assert record.error == (
             "Router.Route failed: output 2 (Projector) is locked by another client: the router "
             "acknowledged the route but did not make it (it still shows input 2 (Cam 2))"
         )
         assert record.duration < 2.5, "the read-back shows the lock: no wait for the timeout"
-        record = await app.call("Router.Salvo", routes=[[1, 5], [2, 5]])
+        record = await app.run_action("Router.Salvo", {"routes": [[1, 5], [2, 5]]})
         assert record.error.startswith(
             "Router.Salvo failed: 1 of 2 routes made; output 2 (Projector) is locked"
         )
@@ -371,19 +375,19 @@ async def test_a_route_nakked_because_of_a_lock_says_it_is_locked(hub, write_sho
         await async_wait_for(lambda: router.status is ModuleStatus.OK)
         hub.lock(1)  # someone at the front panel
         await async_wait_for(lambda: router.locks[1] == "L")
-        record = await app.call("Router.Route", output=2, input=5)
+        record = await app.run_action("Router.Route", {"output": 2, "input": 5})
         assert record.error == (
             "Router.Route failed: the router refused the route output 2 (Projector) ← input 5 "
             "(Backup1 Out 1) (NAK): output 2 (Projector) is locked by another client; unlock it "
             "at its owner, or with Unlock and force = true"
         )
-        record = await app.call("Router.Salvo", routes=[[1, 5], [2, 5]])
+        record = await app.run_action("Router.Salvo", {"routes": [[1, 5], [2, 5]]})
         assert record.error.endswith(
             "(NAK): output 2 (Projector) is locked by another client; nothing was changed; "
             "unlock it at its owner, or with Unlock and force = true"
         )
         assert hub.routing[:2] == [0, 1]
-        assert (await app.call("Router.Route", output=1, input=5)).ok  # not locked
+        assert (await app.run_action("Router.Route", {"output": 1, "input": 5})).ok  # not locked
     finally:
         await app.stop()
 
@@ -407,11 +411,11 @@ async def test_a_videohub_server_with_no_router_says_so(hub, write_show):
             "attached (Device present: false): connect the router to it and power it on; the "
             "module keeps trying"
         )
-        record = await app.call("Router.Route", output=1, input=2)
+        record = await app.run_action("Router.Route", {"output": 1, "input": 2})
         assert "reports no router attached" in record.error, record.error
         hub.device_present = True  # the router is plugged in
         await async_wait_for(lambda: router.status is ModuleStatus.OK, what="the router")
-        assert (await app.call("Router.Route", output=1, input=2)).ok
+        assert (await app.run_action("Router.Route", {"output": 1, "input": 2})).ok
     finally:
         await app.stop()
 
@@ -421,25 +425,25 @@ async def test_lock_and_unlock(hub, write_show):
     router = app.modules["Router"]
     other = await Raw.open(hub, source="127.0.0.2")
     try:
-        record = await app.call("Router.Lock", output="Record")
+        record = await app.run_action("Router.Lock", {"output": "Record"})
         assert record.ok and record.result == "output 4 (Record) locked", record.error
         assert hub.lock_owners[3] == "127.0.0.1" and router.locks[3] == "O"
         # Another client cannot route it; this module still can.
         assert await other.ask("VIDEO OUTPUT ROUTING:\n3 9\n\n") == "ACK"
         assert hub.routing[3] == 3
-        assert (await app.call("Router.Route", output=4, input=9)).ok
+        assert (await app.run_action("Router.Route", {"output": 4, "input": 9})).ok
         assert hub.routing[3] == 8
-        assert (await app.call("Router.Unlock", output=4)).ok
+        assert (await app.run_action("Router.Unlock", {"output": 4})).ok
         assert hub.lock_owners[3] is None and router.locks[3] == "U"
         # A lock held elsewhere: Lock and Unlock say so; force takes it off.
         hub.lock(5, owner="127.0.0.2")
-        record = await app.call("Router.Lock", output=6)
+        record = await app.run_action("Router.Lock", {"output": 6})
         assert "output 6 is locked by another client: the router acknowledged the lock" in (
             record.error
         )
-        record = await app.call("Router.Unlock", output=6)
+        record = await app.run_action("Router.Unlock", {"output": 6})
         assert "Unlock with force = true takes it off" in record.error
-        assert (await app.call("Router.Unlock", output=6, force=True)).ok
+        assert (await app.run_action("Router.Unlock", {"output": 6, "force": True})).ok
         assert hub.lock_owners[5] is None
     finally:
         other.close()
@@ -449,14 +453,14 @@ async def test_lock_and_unlock(hub, write_show):
 async def test_a_nak_is_an_error_that_says_why(hub, write_show):
     app = await started(write_show, hub)
     try:
-        record = await app.call("Router.Route", output=1, input=13)
+        record = await app.run_action("Router.Route", {"output": 1, "input": 13})
         assert record.error == (
             "Router.Route failed: the router refused the route output 1 (LED Wall) ← input 13 "
             "(NAK): the router has 12 inputs"
         )
-        record = await app.call("Router.Lock", output=40)
+        record = await app.run_action("Router.Lock", {"output": 40})
         assert record.error.endswith("(NAK): the router has 12 outputs")
-        record = await app.call("Router.Route", output=0, input=1)
+        record = await app.run_action("Router.Route", {"output": 0, "input": 1})
         assert record.error.startswith("wrong arguments for Router.Route: output")
         assert hub.routing[0] == 0
     finally:
@@ -480,7 +484,7 @@ async def test_changes_made_elsewhere_reach_the_modules_state(hub, write_show):
             (3, 8),
             (4, 7),
         ]
-        assert (await app.call("Router.Route", output=1, input="spare cam")).ok
+        assert (await app.run_action("Router.Route", {"output": 1, "input": "spare cam"})).ok
         assert hub.routing[0] == 11
     finally:
         other.close()
@@ -500,7 +504,7 @@ async def test_the_router_dropping_the_connection_mid_show(hub, write_show):
         assert kinds(app, "module.status")[-3]["message"] == "connection closed by the device"
         # What changed while it was away is an event too.
         assert kinds(app, "videohub.routed")[-1]["output"] == 1
-        record = await app.call("Router.Route", output=1, input=2)
+        record = await app.run_action("Router.Route", {"output": 1, "input": 2})
         assert record.ok, record.error
         assert hub.routing[0] == 1
     finally:
@@ -513,7 +517,7 @@ async def test_a_router_that_never_answers(hub, write_show):
     try:
         await async_wait_for(lambda: router.status is ModuleStatus.OK)
         hub.answering = False
-        record = await app.call("Router.Route", output=1, input=2)
+        record = await app.run_action("Router.Route", {"output": 1, "input": 2})
         assert record.error == (
             "Router.Route failed: the router did not answer the route output 1 (LED Wall) ← "
             "input 2 (Cam 2) within 0.3 s (no ACK); the connection is dropped and opened again"
@@ -527,11 +531,11 @@ async def test_a_router_that_never_answers(hub, write_show):
             f"ConnectionError: no status dump from 127.0.0.1:{hub.port} within 0.3 s: "
             "is it a Videohub?"
         )
-        record = await app.call("Router.Route", output=1, input=2)
+        record = await app.run_action("Router.Route", {"output": 1, "input": 2})
         assert record.error.startswith("Router.Route failed: not connected to 127.0.0.1:")
         hub.answering = True
         await async_wait_for(lambda: router.status is ModuleStatus.OK, what="the router back")
-        assert (await app.call("Router.Route", output=1, input=2)).ok
+        assert (await app.run_action("Router.Route", {"output": 1, "input": 2})).ok
     finally:
         await app.stop()
 
@@ -555,7 +559,9 @@ async def test_a_status_dump_split_across_reads(hub, write_show):
     router = app.modules["Router"]
     try:
         # Called at once: it waits for the whole dump, labels included.
-        record = await app.call("Router.Route", output="record", input="backup1 out 2")
+        record = await app.run_action(
+            "Router.Route", {"output": "record", "input": "backup1 out 2"}
+        )
         assert record.ok, record.error
         assert hub.routing[3] == 5
         assert router.output_labels == dict(enumerate(hub.output_labels))
