@@ -15,7 +15,7 @@ import re
 import socket
 import struct
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ log = logging.getLogger("pxcontrol.osc")
 PREFIX = "/pxcontrol"
 LEASE = 60.0  # seconds a subscription lasts without renewal
 UNKNOWN = -1.0  # cpu or memory not reported (OSC has no "none" every console reads)
+ORIGINS_REMEMBERED = 256  # senders of commands whose host is known (for no-echo pushes)
 # A status answer over UDP leaves in bursts: a console's default receive buffer (208 KiB on
 # Linux) holds about 256 small datagrams, and 500 clients at once overflowed it.
 STATUS_BURST = 64
@@ -119,6 +120,9 @@ class OscBridge:
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
         self._feedback: list[Peer] = []
+        # The name each sender of a command goes by in events (`by`, `source`) → its host:
+        # a subscriber that asked for no echo is not sent back what its own host caused.
+        self._origins: OrderedDict[str, str] = OrderedDict()
         self._unsubscribe: Callable[[], None] | None = None
         self.port = 0
         self._commands: dict[str, Callable[[OscMessage, Peer], None]] = {
@@ -488,7 +492,9 @@ class OscBridge:
     def _switch(self, message: OscMessage, peer: Peer) -> None:
         name = self._client_name(message)
         backup = self._backup()
-        self._later(peer, message.address, _decided(backup.takeover(name, "osc", by=peer.name)))
+        self._later(
+            peer, message.address, _decided(backup.takeover(name, "osc", by=self._origin(peer)))
+        )
 
     def _move(self, message: OscMessage, peer: Peer) -> None:
         name = self._client_name(message)
@@ -499,7 +505,9 @@ class OscBridge:
             raise self._no_client(target)
         backup = self._backup()
         self._later(
-            peer, message.address, _decided(backup.move_to(name, target, "osc", by=peer.name))
+            peer,
+            message.address,
+            _decided(backup.move_to(name, target, "osc", by=self._origin(peer))),
         )
 
     def _auto(self, message: OscMessage, peer: Peer) -> None:
@@ -511,7 +519,9 @@ class OscBridge:
             raise CommandError(f"{message.address} takes a client name and 0 or 1")
         on = bool(value)
         backup = self._backup()
-        self._later(peer, message.address, _decided(backup.set_auto(name, on, "osc", by=peer.name)))
+        self._later(
+            peer, message.address, _decided(backup.set_auto(name, on, "osc", by=self._origin(peer)))
+        )
 
     def _action(self, message: OscMessage, peer: Peer) -> None:
         params = message.params  # python-osc makes a new list on each access
@@ -532,7 +542,15 @@ class OscBridge:
             else:
                 self._reply(peer, address, error=record.error)
 
-        self.director.app.start_action(ref, args, source=peer.name, then=answer)
+        self.director.app.start_action(ref, args, source=self._origin(peer), then=answer)
+
+    def _origin(self, peer: Peer) -> str:
+        """The name events give this sender as their cause; its host is remembered."""
+        self._origins[peer.name] = peer.host
+        self._origins.move_to_end(peer.name)
+        while len(self._origins) > ORIGINS_REMEMBERED:
+            self._origins.popitem(last=False)
+        return peer.name
 
     def _client_name(self, message: OscMessage) -> str:
         if not message.params or not isinstance(message.params[0], str):
@@ -595,12 +613,12 @@ class OscBridge:
         packets = pushes_for(event)
         if not packets:
             return
-        cause = str(event.fields.get("by") or event.fields.get("source") or "")
+        cause = self._origins.get(str(event.fields.get("by") or event.fields.get("source") or ""))
         for key, sub in list(self.subscriptions.items()):
             if not self._live(sub):
                 del self.subscriptions[key]
                 continue
-            if sub.no_echo and cause.startswith("osc ") and _host_of(cause) == sub.peer.host:
+            if sub.no_echo and cause == sub.peer.host:
                 continue  # the console that made the change knows already
             for packet in packets:
                 sub.peer.send(packet)
@@ -726,8 +744,3 @@ async def _decided(decision: Awaitable[Any]) -> tuple[bool, str]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _host_of(name: str) -> str:
-    """'osc udp 10.0.0.5:53001' → '10.0.0.5'."""
-    return name.rsplit(" ", 1)[-1].rsplit(":", 1)[0]
