@@ -116,7 +116,7 @@ class Decision:
 
 
 #: Refusals of an automatic takeover that a backup becoming ready can end: it waits for one.
-WAITS_FOR = ("backup offline", "backup busy", "backup failed")
+WAITS_FOR = ("backup offline", "backup dry", "backup busy", "backup failed")
 
 
 def _words(failed: FailedCheck) -> str:
@@ -291,7 +291,8 @@ class BackupManager:
             "outputs": list(transfer.outputs),
             "live_inputs": list(transfer.live_inputs),
             "unmatched": list(transfer.unmatched),
-            "reason": trigger,
+            "reason": trigger,  # the design's name; `trigger` says which meaning it has here
+            "trigger": trigger,
             "by": by,
             "epoch": self.epoch,
         }
@@ -349,6 +350,7 @@ class BackupManager:
                 "to": to.name,
                 "outputs": outputs,
                 "reason": trigger,
+                "trigger": trigger,
                 "by": by,
                 "epoch": self.epoch,
             }
@@ -482,6 +484,11 @@ class BackupManager:
             raise Refused(
                 "backup failed", f"backup {backup.name} failed its check {words}; nothing can move"
             )
+        if state is ClientState.DRY:
+            raise Refused(
+                "backup dry",
+                f"backup {backup.name} is dry (declared, never heard from): nothing can move",
+            )
         if state is not ClientState.ONLINE:
             raise Refused("backup offline", f"backup {backup.name} is {state}: nothing can move")
         busy = self.carrying(backup.name)
@@ -547,7 +554,8 @@ class BackupManager:
         self._emit(
             "backup.failed",
             client=name,
-            reason=refused.reason,
+            reason=refused.reason,  # the design's name; `refusal` says which meaning it has here
+            refusal=refused.reason,
             message=refused.message,
             trigger=trigger,
             by=by,

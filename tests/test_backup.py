@@ -207,12 +207,18 @@ async def test_the_event_is_announced_before_it_is_emitted(store: StateStore):
 # --- refused takeovers ---
 
 
-@pytest.mark.parametrize("state", [ClientState.OFFLINE, ClientState.DRY])
-async def test_takeover_is_refused_while_the_backup_is_not_online(rig: Rig, state: ClientState):
+@pytest.mark.parametrize(
+    ("state", "refusal"), [(ClientState.OFFLINE, "backup offline"), (ClientState.DRY, "backup dry")]
+)
+async def test_takeover_is_refused_while_the_backup_is_not_online(
+    rig: Rig, state: ClientState, refusal: str
+):
     rig.states["Backup1"] = state
     decision = await rig.backup.takeover("Playout1", "manual")
-    assert_refused(rig, decision, "backup offline", "Playout1")
+    assert_refused(rig, decision, refusal, "Playout1")
     assert "Backup1" in decision.message and str(state) in decision.message
+    (failed,) = rig.of("backup.failed")
+    assert failed["refusal"] == failed["reason"] == refusal  # the code, named for what it is
 
 
 async def test_takeover_is_refused_backup_busy_while_it_carries_another_playout(rig: Rig):

@@ -166,7 +166,10 @@ async def test_a_real_flood_over_udp_is_refused_and_a_takeover_request_still_ans
         await async_wait_for(lambda: director.osc.counts["rate_limited"] > 500, 10, "refusals")
         operator.command("/pxcontrol/backup/switch", "Playout1")  # from the flooding host
         reply = await operator.wait("/pxcontrol/reply/pxcontrol/backup/switch")
-        assert reply.params == ["error", "backup Backup1 is dry: nothing can move"]  # judged
+        assert reply.params == [
+            "error",
+            "backup Backup1 is dry (declared, never heard from): nothing can move",
+        ]  # judged
         operator.command("/pxcontrol/ping")
         await operator.wait("/pxcontrol/pong")
         other.command(ACTION, "Show.Wait", 0)

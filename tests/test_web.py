@@ -251,9 +251,9 @@ def test_without_the_token_every_request_and_the_websocket_are_refused(guarded: 
         assert dry.status_code == 409
         assert dry.json() == {
             "ok": False,
-            "message": "backup Backup1 is dry: nothing can move",
+            "message": "backup Backup1 is dry (declared, never heard from): nothing can move",
             "epoch": 0,
-            "reason": "backup offline",  # the refusal as data, as in backup.failed
+            "reason": "backup dry",  # the refusal as data, as in backup.failed
         }
         extra = http.post(
             url(guarded, "/api/backup/switch"),
