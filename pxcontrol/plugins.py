@@ -26,7 +26,8 @@ ENTRY_POINT_GROUP = "pxcontrol"
 #: installed plugin never changes a result.
 LOAD_PLUGINS_ENV = "PXCONTROL_LOAD_PLUGINS"
 
-#: Shipped in the same wheel and registered like any third-party plugin.
+#: Shipped in the same wheel and registered by name, always (they have no entry points):
+#: the types and check kinds every show can count on.
 DEFAULT_PLUGINS = (
     "pxcontrol_log",
     "pxcontrol_osc",

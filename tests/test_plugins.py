@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -163,11 +164,24 @@ def test_registering_something_that_is_not_a_module_is_refused():
         collect_module_types(pm)
 
 
-def test_default_plugins_are_the_entry_points_of_this_distribution():
-    pyproject = (REPO / "pyproject.toml").read_text()
-    for name in DEFAULT_PLUGINS:
-        assert f'{name} = "{name}"' in pyproject
-        assert f'"plugins/{name}"' in pyproject
+def test_default_plugins_ship_in_the_wheel_and_load_one_way_only():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    assert sorted(shipped) == sorted(["pxcontrol", *(f"plugins/{n}" for n in DEFAULT_PLUGINS)])
+    # Registered by name from DEFAULT_PLUGINS, not also as entry points of ours.
+    assert "entry-points" not in pyproject["project"]
+    assert sorted(p for p in os.listdir(REPO / "plugins") if p.startswith("pxcontrol_")) == sorted(
+        DEFAULT_PLUGINS
+    )
+
+
+def test_default_plugins_load_even_when_installed_plugins_are_narrowed_to_none(monkeypatch):
+    monkeypatch.setenv("PXCONTROL_LOAD_PLUGINS", "")
+    pm, problems = make_plugin_manager()
+    assert problems == []
+    assert all(pm.get_plugin(name) is not None for name in DEFAULT_PLUGINS)
+    types = collect_module_types(pm).types
+    assert {"log", "osc", "udp", "tcp", "http", "videohub", "show"} <= set(types)
 
 
 def test_duplicate_in_the_catalog_is_an_error_not_a_rename():
