@@ -112,7 +112,16 @@ class ShowWatcher:
                 self._pending_error = None
             if not await self._reload_safely():
                 loop = asyncio.get_running_loop()
-                self._pending_error = loop.call_later(GRACE, self._report_error)
+                self._pending_error = loop.call_later(GRACE, self._report_held_error)
+
+    @property
+    def holding_error(self) -> bool:
+        """A refused edit waits for GRACE: an editor's second write may still mend it."""
+        return self._pending_error is not None
+
+    def _report_held_error(self) -> None:
+        self._pending_error = None
+        self._report_error()
 
     async def _reload_safely(self) -> bool:
         """One reload; whatever it raises is logged and the watch goes on for the next save."""

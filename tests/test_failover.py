@@ -227,11 +227,16 @@ def test_one_backup_for_two_playouts_takes_the_first_and_refuses_the_second(four
 def test_a_flapping_agent_is_taken_over_at_most_once(pair: Rig):
     playout = pair.agents["Playout1"]
     director = pair.director
-    for _ in range(4):  # off long enough to go offline, on shorter than online_after (0.6 s)
-        playout.signal(signal.SIGSTOP)
-        director.wait_event("client.offline", client="Playout1")
+    playout.signal(signal.SIGSTOP)
+    director.wait_event("client.offline", client="Playout1")
+    for _ in range(3):  # on shorter than online_after (0.6 s), off long enough to go offline
         playout.signal(signal.SIGCONT)
-        time.sleep(0.25)  # the stimulus: a short burst of heartbeats
+        time.sleep(0.25)  # the stimulus: a short burst of heartbeats ...
+        playout.signal(signal.SIGSTOP)
+        time.sleep(0.8)  # ... then a silence twice offline_after (0.4 s)
+    # Without the online_after hysteresis each burst would bring it online and each
+    # silence offline again: client.online and client.offline three more times.
+    assert not director.of_kind("client.online", after=director.of_kind("client.offline")[0]["seq"])
     playout.signal(signal.SIGCONT)
     last_online = director.wait_event(
         "client.online", after=director.of_kind("backup.activated")[0]["seq"], client="Playout1"
