@@ -27,6 +27,7 @@ from pxcontrol.app import ActionRecord
 from pxcontrol.attempts import Attempts
 from pxcontrol.budgets import Budget, Floods, Rate, power_of_two
 from pxcontrol.events import Event
+from pxcontrol.module import Backoff
 from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message, unsupported_type
 from pxcontrol.osc_transport import OscServers, Peer, frame
 from pxcontrol.show import FeedbackTarget
@@ -41,6 +42,8 @@ log = logging.getLogger("pxcontrol.osc")
 PREFIX = "/pxcontrol"
 LEASE = 60.0  # seconds a subscription lasts without renewal
 UNKNOWN = -1.0  # cpu or memory not reported (OSC has no "none" every console reads)
+#: Reconnecting to a console's fixed TCP receiver, as modules reconnect to devices.
+FEEDBACK_BACKOFF = Backoff(first=0.25, maximum=5.0)
 ORIGINS_REMEMBERED = 256  # senders of commands whose host is known (for no-echo pushes)
 # A status answer over UDP leaves in bursts: a console's default receive buffer (208 KiB on
 # Linux) holds about 256 small datagrams, and 500 clients at once overflowed it.
@@ -653,14 +656,15 @@ class _FeedbackLink:
             self.writer.write(frame(packet, self.target.framing))
 
     async def run(self) -> None:
-        delay = 0.25
+        loop = asyncio.get_running_loop()
+        next_delay = FEEDBACK_BACKOFF.delays()
         while True:
+            began = loop.time()
             try:
                 async with asyncio.timeout(2.0):
                     reader, self.writer = await asyncio.open_connection(
                         self.target.host, self.target.port
                     )
-                delay = 0.25
                 while await reader.read(4096):
                     pass
             except OSError as exc:
@@ -671,8 +675,9 @@ class _FeedbackLink:
                 if self.writer is not None:
                     self.writer.close()
                     self.writer = None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            if loop.time() - began >= FEEDBACK_BACKOFF.healthy_after:
+                next_delay = FEEDBACK_BACKOFF.delays()  # it was up a while: start again quick
+            await asyncio.sleep(next_delay())
 
 
 def _port_and_noecho(message: OscMessage, allow_noecho: bool) -> tuple[int | None, bool]:

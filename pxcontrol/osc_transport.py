@@ -19,12 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pythonosc import slip
+
 from pxcontrol.budgets import power_of_two
 from pxcontrol.datagrams import Address, DatagramSocket
 
 log = logging.getLogger("pxcontrol.osc")
 
-END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
+END = slip.END[0]  # a SLIP stream (OSC 1.1) starts with END, or with the packet itself
 MAX_PACKET = 65_536  # a TCP frame longer than this is garbage, not a console
 RECEIVE_BUFFER = 4 * 1024 * 1024
 Framing = Literal["slip", "length"]
@@ -57,15 +59,9 @@ def raise_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER) -> int
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
-def slip_encode(packet: bytes) -> bytes:
-    body = packet.replace(bytes([ESC]), bytes([ESC, ESC_ESC])).replace(
-        bytes([END]), bytes([ESC, ESC_END])
-    )
-    return bytes([END]) + body + bytes([END])
-
-
 def frame(packet: bytes, framing: Framing) -> bytes:
-    return slip_encode(packet) if framing == "slip" else len(packet).to_bytes(4, "big") + packet
+    """One OSC packet for a TCP stream: SLIP (OSC 1.1, python-osc's) or length-prefixed (1.0)."""
+    return slip.encode(packet) if framing == "slip" else len(packet).to_bytes(4, "big") + packet
 
 
 @dataclass
@@ -78,9 +74,7 @@ class SlipDecoder:
         while (end := self.buffer.find(END)) != -1:
             raw, self.buffer = bytes(self.buffer[:end]), self.buffer[end + 1 :]
             if raw:
-                packets.append(raw.replace(bytes([ESC, ESC_END]), bytes([END])).replace(
-                    bytes([ESC, ESC_ESC]), bytes([ESC])
-                ))  # fmt: skip
+                packets.append(slip.decode(raw))  # a bad escape is a ValueError: closed
         if len(self.buffer) > MAX_PACKET:
             raise ValueError("SLIP frame longer than 64 KiB")
         return packets

@@ -12,6 +12,7 @@ import aiosc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pythonosc import slip
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -20,7 +21,7 @@ from pxcontrol.app import load_show
 from pxcontrol.detection import ClientState
 from pxcontrol.director import Director
 from pxcontrol.osc_bridge import build
-from pxcontrol.osc_transport import Peer, slip_encode
+from pxcontrol.osc_transport import Peer
 
 from .conftest import async_wait_for
 
@@ -261,7 +262,7 @@ async def test_a_tcp_peer_that_sends_half_a_frame_holds_up_nobody(director: Dire
     stalled.write((100).to_bytes(4, "big") + b"/pxcontrol/pi")  # then nothing more
     await stalled.drain()
     reader, writer = await asyncio.open_connection("127.0.0.1", director.osc.port)
-    writer.write(slip_encode(build("/pxcontrol/ping")))
+    writer.write(slip.encode(build("/pxcontrol/ping")))
     await writer.drain()
     answer = await asyncio.wait_for(reader.readuntil(b"\xc0\xc0"[:1] * 1), 5)
     answer += await asyncio.wait_for(reader.readuntil(b"\xc0"), 5)
@@ -379,7 +380,7 @@ async def test_a_port_sent_as_text_is_taken_and_anything_else_is_refused(
 async def test_a_tcp_subscription_lives_with_its_connection_and_says_so(director: Director):
     reader, writer = await asyncio.open_connection("127.0.0.1", director.osc.port)
     try:
-        writer.write(slip_encode(build("/pxcontrol/subscribe")))
+        writer.write(slip.encode(build("/pxcontrol/subscribe")))
         await writer.drain()
         frame = await asyncio.wait_for(reader.readuntil(b"\xc0"), 5)
         if frame == b"\xc0":  # the leading END of the frame

@@ -9,10 +9,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
-from pythonosc import slip
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from pxcontrol import Module, ModuleStatus, action, hookimpl
+from pxcontrol.connection import TcpConnection
+from pxcontrol.osc_transport import frame
 
 INT32 = (-(2**31), 2**31 - 1)
 FLOAT32_MAX = 3.4028234663852886e38
@@ -96,7 +97,7 @@ class Osc(Module):
         timeout: Annotated[float, Field(gt=0)] = Field(2.0, description="seconds to connect")
 
     _udp: asyncio.DatagramTransport | None = None
-    _writer: asyncio.StreamWriter | None = None
+    _tcp: TcpConnection | None = None
 
     async def start(self) -> None:
         if self.settings.protocol == "udp":
@@ -105,15 +106,17 @@ class Osc(Module):
                 asyncio.DatagramProtocol, remote_addr=(self.settings.host, self.settings.port)
             )
             self.set_status(ModuleStatus.OK)
-        else:
-            self._connected = asyncio.Event()
-            self.spawn(self.maintain_connection(self._tcp_session))
+        else:  # replies are not needed to send; reading notices a closed connection
+            self._tcp = TcpConnection(
+                self, self.settings.host, self.settings.port, timeout=self.settings.timeout
+            )
+            self._tcp.start()
 
     async def stop(self) -> None:
         if self._udp is not None:
             self._udp.close()
-        if self._writer is not None:
-            self._writer.close()
+        if self._tcp is not None:
+            self._tcp.close()
 
     @action
     async def send(
@@ -132,29 +135,8 @@ class Osc(Module):
         if self._udp is not None:
             self._udp.sendto(packet)
             return
-        where = f"{self.settings.host}:{self.settings.port} over TCP"
-        await self.wait_connected(self._connected, self.settings.timeout, where)
-        assert self._writer is not None
-        if self.settings.framing == "slip":
-            self._writer.write(slip.encode(packet))
-        else:
-            self._writer.write(len(packet).to_bytes(4, "big") + packet)
-        await self._writer.drain()
-
-    async def _tcp_session(self) -> None:
-        async with asyncio.timeout(self.settings.timeout):
-            reader, self._writer = await asyncio.open_connection(
-                self.settings.host, self.settings.port
-            )
-        self.set_status(ModuleStatus.OK)
-        self._connected.set()
-        try:
-            while await reader.read(65536):
-                pass  # replies are not needed to send; reading notices a closed connection
-        finally:
-            self._connected.clear()
-            self._writer.close()
-            self._writer = None
+        assert self._tcp is not None
+        await self._tcp.send(frame(packet, self.settings.framing))
 
 
 @hookimpl

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from pxcontrol import Module, ModuleStatus, action, hookimpl
+from pxcontrol import Module, action, hookimpl
+from pxcontrol.connection import TcpConnection
 from pxcontrol.payload import from_bytes, to_bytes
 
 
@@ -22,16 +23,20 @@ class Tcp(Module):
         )
 
     async def start(self) -> None:
-        self._writer: asyncio.StreamWriter | None = None
         self._received = bytearray()
-        self._arrived = asyncio.Condition()
-        self._connected = asyncio.Event()
+        self._arrived = asyncio.Event()
         self._lock = asyncio.Lock()
-        self.spawn(self.maintain_connection(self._session))
+        self.link = TcpConnection(
+            self,
+            self.settings.host,
+            self.settings.port,
+            timeout=self.settings.timeout,
+            on_data=self._got,
+        )
+        self.link.start()
 
     async def stop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        self.link.close()
 
     @action
     async def send(
@@ -46,17 +51,15 @@ class Tcp(Module):
         payload = to_bytes(data, hex)
         wanted = to_bytes(expect, hex) if expect is not None else None
         async with self._lock:
-            where = f"{self.settings.host}:{self.settings.port}"
-            await self.wait_connected(self._connected, self.settings.timeout, where)
-            assert self._writer is not None
             self._received.clear()  # what came before this send does not answer it
-            self._writer.write(payload)
-            await self._writer.drain()
+            await self.link.send(payload)
             if wanted is None:
                 return None
             try:
-                async with asyncio.timeout(self.settings.timeout), self._arrived:
-                    await self._arrived.wait_for(lambda: wanted in self._received)
+                async with asyncio.timeout(self.settings.timeout):
+                    while wanted not in self._received:
+                        self._arrived.clear()
+                        await self._arrived.wait()
             except TimeoutError:
                 got = bytes(self._received)
                 seen = f"; got {from_bytes(got, hex)!r}" if got else "; no reply came"
@@ -65,23 +68,10 @@ class Tcp(Module):
                 ) from None
             return from_bytes(bytes(self._received), hex)
 
-    async def _session(self) -> None:
-        async with asyncio.timeout(self.settings.timeout):
-            reader, self._writer = await asyncio.open_connection(
-                self.settings.host, self.settings.port
-            )
-        self.set_status(ModuleStatus.OK)
-        self._connected.set()
-        try:
-            while chunk := await reader.read(65536):
-                async with self._arrived:
-                    self._received += chunk
-                    del self._received[:-65536]  # a chatty device must not grow this forever
-                    self._arrived.notify_all()
-        finally:
-            self._connected.clear()
-            self._writer.close()
-            self._writer = None
+    def _got(self, chunk: bytes) -> None:
+        self._received += chunk
+        del self._received[:-65536]  # a chatty device must not grow this forever
+        self._arrived.set()
 
 
 @hookimpl
