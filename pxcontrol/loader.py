@@ -163,16 +163,18 @@ def parse_structure(source: ShowSource, report: Reporter) -> ShowFile:
     except ValidationError as exc:
         report_validation_error(report, exc, source.data, ShowFile)
     valid: dict[str, Any] = {}
+    places: dict[str, list[int]] = {}  # where each entry kept is in the file
     for key, value in source.data.items():
         if key not in ShowFile.model_fields:
             continue
         if isinstance(value, list):
-            valid[key] = [item for item in value if _is_valid({key: [item]})]
+            places[key] = [i for i, item in enumerate(value) if _is_valid({key: [item]})]
+            valid[key] = [value[i] for i in places[key]]
         elif isinstance(value, dict) and key == "modules":
             valid[key] = {k: v for k, v in value.items() if _is_valid({key: {k: v}})}
         elif _is_valid({key: value}):
             valid[key] = value
-    return ShowFile.model_validate(valid)
+    return ShowFile.model_validate(valid).left_out(places)
 
 
 #: Lists longer than this are validated an entry at a time (see _validate).

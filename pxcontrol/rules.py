@@ -43,12 +43,12 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
     activated = fields_of("backup.activated")
     for i, client in enumerate(show.clients):
         for j, call in enumerate(client.on_backup):
-            path = ("clients", i, "on_backup", j)
+            path = ("clients", show.in_file("clients", i), "on_backup", j)
             check_action_call(call, path, show, catalog, report, written, activated)
     for i, mapping in enumerate(show.mappings):
         if not any(fnmatch.fnmatchcase(kind, mapping.on) for kind in kinds):
             report.error(
-                ("mappings", i, "on"),
+                ("mappings", show.in_file("mappings", i), "on"),
                 f"no event is called {mapping.on!r}",
                 did_you_mean(mapping.on, kinds) or "events: " + ", ".join(kinds),
             )
@@ -56,7 +56,7 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
             name = getattr(mapping, key)
             if name is not None and show.client(name) is None and name not in written.clients:
                 report.error(
-                    ("mappings", i, key),
+                    ("mappings", show.in_file("mappings", i), key),
                     f"no client is called {name!r}",
                     did_you_mean(name, [c.name for c in show.clients]),
                 )
@@ -64,14 +64,14 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
             fnmatch.fnmatchcase(kind, mapping.on) for kind in TAKEOVER_KINDS
         ):
             report.error(
-                ("mappings", i, "replay_on_recovery"),
+                ("mappings", show.in_file("mappings", i), "replay_on_recovery"),
                 f"replay_on_recovery applies to mappings on a takeover ({', '.join(TAKEOVER_KINDS)}),"
                 f" not on {mapping.on!r}",
                 "remove it, or map the takeover event",
             )
         fields = fields_of(mapping.on, module_kinds)
         for j, call in enumerate(mapping.do):
-            path = ("mappings", i, "do", j)
+            path = ("mappings", show.in_file("mappings", i), "do", j)
             check_action_call(call, path, show, catalog, report, written, fields)
     _check_clients(show, report, written)
     check_client_checks(show, catalog.check_kinds, report, data)
@@ -197,7 +197,7 @@ def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
     for i, client in enumerate(show.clients):
         if client.name in seen_names:
             report.error(
-                ("clients", i, "name"),
+                ("clients", show.in_file("clients", i), "name"),
                 f"two clients are called {client.name!r} (#{seen_names[client.name] + 1} too)",
                 "client names must be unique: mappings, OSC and the web page use them",
             )
@@ -205,7 +205,7 @@ def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
         ip = str(client.ip)
         if ip in seen_ips:
             report.error(
-                ("clients", i, "ip"),
+                ("clients", show.in_file("clients", i), "ip"),
                 f"{ip} is also the address of client {show.clients[seen_ips[ip]].name!r}",
                 "each client is one machine with its own address; backups find clients by it",
             )
@@ -216,7 +216,7 @@ def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
     for i, backup in enumerate(show.clients):
         for j, address in enumerate(backup.backup_for):
             target = by_ip.get(str(address))
-            path = ("clients", i, "backup_for", j)
+            path = ("clients", show.in_file("clients", i), "backup_for", j)
             if target is None and str(address) in written.ips:
                 continue  # that client's entry is invalid and already reported
             if target is None:
@@ -229,7 +229,7 @@ def _check_clients(show: ShowFile, report: Reporter, written: _Written) -> None:
             elif target is backup:
                 report.error(path, f"{backup.name} cannot be its own backup")
             else:
-                _check_pair(target, backup, ("clients", i), report)
+                _check_pair(target, backup, ("clients", show.in_file("clients", i)), report)
 
 
 #: Clients listed in a hint; a 10,000-client show would repeat them all in every error.
@@ -279,12 +279,10 @@ def check_client_checks(
     show: ShowFile, kinds: CheckKinds, report: Reporter, data: dict[str, Any]
 ) -> None:
     """Each check names one kind this installation knows, with settings that kind accepts."""
-    raw_clients = data.get("clients", [])
     for i, client in enumerate(show.clients):
-        raw = _raw_client(raw_clients, client.name, i)
         names: dict[str, int] = {}
         for j, declaration in enumerate(client.checks):
-            path = ("clients", raw, "checks", j)
+            path = ("clients", show.in_file("clients", i), "checks", j)
             found = kinds.kind_of(declaration)
             if not found:
                 keys = ", ".join(map(repr, declaration)) or "no keys"
@@ -319,12 +317,3 @@ def check_client_checks(
                     'give one a name of its own: name = "..."',
                 )
             names.setdefault(name, j)
-
-
-def _raw_client(raw_clients: Any, name: str, index: int) -> int:
-    """The client's place in the file: entries that failed validation are missing from the show."""
-    if isinstance(raw_clients, list):
-        for k, raw in enumerate(raw_clients):
-            if isinstance(raw, dict) and raw.get("name") == name:
-                return k
-    return index

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     IPvAnyAddress,
     IPvAnyNetwork,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     model_validator,
@@ -219,9 +220,23 @@ class ShowFile(Strict):
     clients: list[ClientDecl] = []
     modules: dict[Annotated[str, Field(pattern=IDENTIFIER)], ModuleDecl] = {}
     mappings: list[MappingDecl] = []
+    # When invalid list entries were left out (a show checked in one pass despite them):
+    # "clients"/"mappings" → the place in the file of each entry kept.
+    _in_file: dict[str, list[int]] = PrivateAttr(default_factory=dict)
 
     def client(self, name: str) -> ClientDecl | None:
         return self._index().by_name.get(name)
+
+    def in_file(self, key: str, index: int) -> int:
+        """The place in the file of entry `index` of this list (`clients`, `mappings`):
+        the same unless invalid entries before it were left out."""
+        kept = self._in_file.get(key)
+        return kept[index] if kept is not None and index < len(kept) else index
+
+    def left_out(self, places: dict[str, list[int]]) -> ShowFile:
+        """Say where in the file each kept entry of these lists was; returns self."""
+        self._in_file = places
+        return self
 
     def backups_of(self, ip: Any) -> list[ClientDecl]:
         """The clients whose backup_for lists this address, in the show's order."""

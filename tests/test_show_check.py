@@ -376,3 +376,27 @@ def test_a_wrong_backup_address_in_a_big_show_lists_some_clients_not_all(write_s
     assert code == 1
     assert "clients: P1 10.0.0.1, P2 10.0.0.2" in output
     assert "P12 10.0.0.12 and 29 more" in output and "P13 10.0.0.13" not in output
+
+
+def test_after_an_invalid_entry_later_entries_keep_their_own_place_and_line(write_show):
+    text = GOOD.replace(
+        "[[mappings]]\n",
+        '[[mappings]]\non = "backup.activated"\ndo = "not a list"\n\n[[mappings]]\n',
+        1,
+    ).replace('"Log.Entry",\n', '"Log.Nope",\n')
+    text += '\n[[clients]]\nname = "Broken"\nip = "not an address"\n'
+    text += '\n[[clients]]\nname = "Spare"\nip = "10.0.0.31"\nbackup_for = ["10.9.9.9"]\n'
+    path = write_show(text)
+    with pytest.raises(ShowInvalid) as info:
+        load_show(path)
+    lines = path.read_text().splitlines()
+    problems = {p.key: p for p in info.value.problems}
+    assert {
+        "mappings[0].do",
+        "mappings[1].do[0]",
+        "clients[2].ip",
+        "clients[3].backup_for[0]",
+    } <= set(problems)
+    # Each points at its own entry's line, not at the entry before it.
+    assert '"Log.Nope"' in lines[problems["mappings[1].do[0]"].line - 1]
+    assert "10.9.9.9" in lines[problems["clients[3].backup_for[0]"].line - 1]
