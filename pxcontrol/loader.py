@@ -106,16 +106,11 @@ def read_show(path: Path) -> ShowSource:
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         line = int(found.group(1)) if found else None
         column = f", column {found.group(2)}" if found else ""
+        where, hint = syntax_hint(message, text, line)
+        if where != line:
+            column = f" (noticed at line {line}{column})"
         raise ShowInvalid(
-            [
-                Problem(
-                    path,
-                    line,
-                    "",
-                    f"TOML syntax error{column}: {message}",
-                    "fix the syntax on that line (quotes around text, '=' between key and value)",
-                )
-            ]
+            [Problem(path, where, "", f"TOML syntax error{column}: {message}", hint)]
         ) from None
     except RecursionError:
         raise ShowInvalid([_too_deep(path, text)]) from None
@@ -150,6 +145,46 @@ def _too_deep(path: Path, text: str) -> Problem:
         "arrays or inline tables are nested too deep to read",
         "a show needs a few levels at most: look for a run of '[' or '{' that never closes",
     )
+
+
+_OPENS = {"array": ("[", "]", "list"), "inline table": ("{", "}", "inline table")}
+
+
+def syntax_hint(message: str, text: str, line: int | None) -> tuple[int | None, str]:
+    """Where a TOML syntax error really is, and what to change there.
+
+    tomllib notices an unclosed list only where the next thing starts (often a table
+    two lines on); the line to fix is the one that opened it.
+    """
+    rows = text.splitlines()
+    unclosed = re.match(r"Unclosed (array|inline table)", message)
+    if unclosed and line is not None:
+        opening, closing, what = _OPENS[unclosed.group(1)]
+        for number in range(min(line, len(rows)), 0, -1):
+            row = _without_strings(rows[number - 1])
+            if row.count(opening) > row.count(closing) and "=" in row:
+                return number, (
+                    f"the {what} opened on this line with {opening!r} is not closed: end it "
+                    f"with {closing!r}" + ("" if number == line else f" before line {line}")
+                )
+    if "Illegal character '\\n'" in message or "Unterminated string" in message:
+        return line, 'a text value is not closed: end it with " on the same line'
+    if message.startswith(("Expected newline or end of document", "Invalid value")):
+        return line, (
+            'text needs quotes (ip = "10.0.0.11", name = "Playout 1"), and each key = value '
+            "is a line of its own"
+        )
+    if message.startswith("Expected '=' after a key"):
+        return line, 'write key = value, e.g. port = 9990 (a name with spaces in quotes: "My Key")'
+    if message.startswith(("Cannot declare", "Cannot overwrite", "Cannot mutate")):
+        return line, "this key or table is set twice in the file: keep one of them"
+    return line, "fix the syntax on that line (quotes around text, '=' between key and value)"
+
+
+def _without_strings(row: str) -> str:
+    """A line of TOML with its quoted strings and comment taken out (for counting brackets)."""
+    row = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', '""', row)
+    return row.split("#", 1)[0]
 
 
 def parse_structure(source: ShowSource, report: Reporter) -> ShowFile:

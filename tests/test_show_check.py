@@ -400,3 +400,26 @@ def test_after_an_invalid_entry_later_entries_keep_their_own_place_and_line(writ
     # Each points at its own entry's line, not at the entry before it.
     assert '"Log.Nope"' in lines[problems["mappings[1].do[0]"].line - 1]
     assert "10.9.9.9" in lines[problems["clients[3].backup_for[0]"].line - 1]
+
+
+@pytest.mark.parametrize(
+    ("toml", "line", "hint"),
+    [
+        (
+            'name = "P"\noutputs = ["a",\n  "b"\n\n[modules.Log]\ntype = "log"',
+            3,
+            "not closed: end it with ']' before line 6",
+        ),
+        ('name = "Playout1\nip = "10.0.0.11"', 2, 'a text value is not closed: end it with "'),
+        ('name = "Playout1"\nip = 10.0.0.11', 3, 'text needs quotes (ip = "10.0.0.11"'),
+    ],
+    ids=["unclosed-list", "unclosed-text", "unquoted-text"],
+)
+def test_a_toml_syntax_error_points_at_the_line_to_fix_with_a_hint_for_it(
+    write_show, toml, line, hint
+):
+    path = write_show(f"[[clients]]\n{toml}\n")
+    with pytest.raises(ShowInvalid) as info:
+        load_show(path)
+    (problem,) = info.value.problems
+    assert problem.line == line and hint in problem.hint
