@@ -221,13 +221,22 @@ def agent(
 @cli.command()
 def demo(
     scripted: Annotated[
-        bool, typer.Option(help="kill the playout agent and show the failover, then stop")
+        bool,
+        typer.Option(help="crash the playout's media server, then kill its agent; show each"),
     ] = False,
+    osc_port: Annotated[
+        int | None, typer.Option(help="the director's OSC port (default 7400, else a free one)")
+    ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="the Live Systems page's port (default 7480, else a free one)"),
+    ] = None,
 ) -> None:
-    """Run the demo show on this machine: director, two agents, router emulator, as real processes."""
+    """Run the demo show on this machine: director, two agents, media servers and a router
+    emulator, as real processes."""
     from pxcontrol.demo import run_demo
 
-    run_demo(out, scripted)
+    run_demo(out, scripted, osc_port=osc_port, http_port=http_port)
 
 
 @cli.command()

@@ -86,17 +86,27 @@ class Player:
 
 
 class Demo:
-    def __init__(self, console: Console, folder: Path) -> None:
+    def __init__(
+        self,
+        console: Console,
+        folder: Path,
+        osc_port: int | None = None,
+        http_port: int | None = None,
+    ) -> None:
         self.console = console
         self.folder = folder
         # The demo's own heartbeat port, so it runs beside anything else on this machine.
         text = DEMO_SHOW.read_text().replace(
             "heartbeat_port = 7401", f"heartbeat_port = {free_port()}"
         )
-        if not _free(7400):  # a director already runs here: the demo takes another port
-            text = text.replace("osc_port = 7400", f"osc_port = {free_port()}")
-        if not _free(7480, socket.SOCK_STREAM):  # the same for the Live Systems page
-            text = text.replace("http_port = 7480", f"http_port = {free_port(socket.SOCK_STREAM)}")
+        if osc_port is None and not _free(7400):  # a director runs here: take another port
+            osc_port = free_port()
+        if osc_port is not None:
+            text = text.replace("osc_port = 7400", f"osc_port = {osc_port}")
+        if http_port is None and not _free(7480, socket.SOCK_STREAM):  # the same for the page
+            http_port = free_port(socket.SOCK_STREAM)
+        if http_port is not None:
+            text = text.replace("http_port = 7480", f"http_port = {http_port}")
         self.players = {name: Player(folder, name) for name in (PLAYOUT, BACKUP)}
         for name, player in self.players.items():  # each client's show is watched
             text = text.replace(f'name = "{name}"\n', f'name = "{name}"\n{player.checks()}\n', 1)
@@ -314,10 +324,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the demo like Ctrl-C: every process stopped
 
 
-def run_demo(console: Console, scripted: bool) -> None:
+def run_demo(
+    console: Console, scripted: bool, osc_port: int | None = None, http_port: int | None = None
+) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="pxcontrol-demo-") as folder:
-        demo = Demo(console, Path(folder))
+        demo = Demo(console, Path(folder), osc_port, http_port)
         try:
             demo.start()
             if scripted:

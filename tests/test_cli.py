@@ -127,9 +127,14 @@ def test_run_refuses_a_broken_show_and_starts_nothing(tmp_path):
 
 
 def test_the_scripted_demo_shows_a_failover_end_to_end():
-    result = pxcontrol("demo", "--scripted", timeout=90)
+    osc, http = free_port(), free_port(socket.SOCK_STREAM)  # moved off 7400 and 7480
+    result = pxcontrol(
+        "demo", "--scripted", "--osc-port", str(osc), "--http-port", str(http), timeout=90
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     text = result.stdout
+    assert f"Live Systems page: http://127.0.0.1:{http}/" in text
+    assert f"pxcontrol backup move Playout1 --director 127.0.0.1:{osc}" in text
     taken_over = [
         "backup.activated  client=Playout1 backup=Backup1",
         "videohub.routed   module=Router output=1 input=3 output_label=LED Wall input_label=Backup1 Out 1",
