@@ -451,6 +451,7 @@ class App:
         await self.observers.close()
 
     async def _stop_module(self, module: Module) -> None:
+        module.stopping = True  # what its connections say from now on is not news
         starting = self._starting.pop(module.name, None)
         if starting is not None:  # its start() never succeeded: there is nothing to stop()
             await cancel_and_wait([starting])

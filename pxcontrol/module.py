@@ -102,6 +102,8 @@ class Module:
         self.log = logging.getLogger(f"pxcontrol.module.{name}")
         self.status = ModuleStatus.DISCONNECTED
         self.status_message = ""
+        #: Set by the runtime as the module stops: a connection it closes is not lost.
+        self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle: override what the device needs ---
@@ -176,11 +178,15 @@ class Module:
             began = loop.time()
             try:
                 await session()
+                if self.stopping:  # stop() closed it: the show is stopping, the device is fine
+                    return
                 self.set_status(ModuleStatus.DISCONNECTED, "connection closed by the device")
                 failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.stopping:
+                    return
                 if self.status is ModuleStatus.OK:  # a connection that worked was lost
                     self.set_status(ModuleStatus.DISCONNECTED, _describe(exc))
                     failing = False

@@ -221,6 +221,21 @@ async def test_tcp_keeps_its_connection_and_reconnects_after_the_device_drops_it
         server.close()
 
 
+async def test_a_clean_stop_does_not_report_the_device_as_gone(write_show):
+    device = Device()
+    server = await asyncio.start_server(device.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    app = await started(write_show(f'[modules.Dev]\ntype = "tcp"\nport = {port}\n'))
+    try:
+        await async_wait_for(lambda: app.modules["Dev"].status is ModuleStatus.OK)
+        before = max(e.seq for e in app.events)
+    finally:
+        await app.stop()
+        server.close()
+    said = [e.fields for e in app.events if e.kind == "module.status" and e.seq > before]
+    assert said == [], "the show stopped; the device did not close anything"
+
+
 async def test_tcp_reports_a_device_that_is_not_there(write_show):
     port = free_port(kind=1)  # SOCK_STREAM: nothing listens there
     app = await started(write_show(f'[modules.Dev]\ntype = "tcp"\nport = {port}\ntimeout = 0.3\n'))
