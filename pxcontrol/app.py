@@ -41,6 +41,8 @@ from pxcontrol.tasks import cancel_and_wait
 from pxcontrol.threads import Escaped, TookTooLong, call_in_thread, in_thread
 
 log = logging.getLogger("pxcontrol")
+#: An action that fails is a warning in the director's log; `pxcontrol call` prints it itself.
+action_log = logging.getLogger("pxcontrol.actions")
 
 MODULE_START_TIMEOUT = 5.0
 #: One step of a module's start() that holds the event loop longer than this (s) raises an alarm.
@@ -575,7 +577,7 @@ class App:
         self.calls.append(record)
         self.last_calls[record.action] = record
         if error:
-            log.warning("%s", error)
+            action_log.warning("%s", error)
             self.emit(
                 "action.failed",
                 action=record.action,

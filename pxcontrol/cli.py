@@ -24,6 +24,7 @@ from pxcontrol.app import (
     App,
     LoadedShow,
     PluginError,
+    action_log,
     collect_module_types,
     load_show_within,
 )
@@ -295,6 +296,7 @@ def call(
 
     async def main() -> int:
         app = App(loaded)
+        action_log.setLevel(logging.ERROR)  # its failure is printed below, once
         await app.start(only={module})
         try:
             try:

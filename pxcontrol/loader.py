@@ -276,7 +276,21 @@ def report_errors(
             got = item.get("input")
             if not isinstance(got, dict | list):
                 message += f" (got {got!r})"
-            report.error(path, message)
+            report.error(path, message, _type_hint(kind, path))
+
+
+def _type_hint(kind: str, path: Path_) -> str:
+    """What to write instead, for a value of the wrong shape."""
+    key = str(path[-1]) if path and isinstance(path[-1], str) else "key"
+    if kind == "dict_type":
+        if key == "args":
+            return 'args is a table of the action\'s parameters by name: args = { message = "…" }'
+        return f"write a table: {key} = {{ name = value, … }}"
+    if kind == "list_type":
+        return f"write a list: {key} = [ … ]"
+    if kind == "string_type":
+        return f'text goes in quotes: {key} = "…"'
+    return ""
 
 
 def _data_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:

@@ -60,6 +60,7 @@ def test_call_with_wrong_arguments_says_what_is_wrong(tmp_path):
     assert "wrong arguments for Log.Entry: level: Input should be 'info', 'warning' or 'error'" in (
         result.stderr
     )
+    assert result.stderr.count("wrong arguments for Log.Entry") == 1, "said once, not logged too"
     result = pxcontrol("call", "--show", str(tmp_path), "Lights.Go")
     assert result.returncode == 1
     assert "has no module 'Lights' (modules: Log, Show)" in result.stderr

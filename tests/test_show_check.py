@@ -423,3 +423,16 @@ def test_a_toml_syntax_error_points_at_the_line_to_fix_with_a_hint_for_it(
         load_show(path)
     (problem,) = info.value.problems
     assert problem.line == line and hint in problem.hint
+
+
+def test_a_value_of_the_wrong_shape_says_what_to_write(write_show):
+    text = '[modules.Log]\ntype = "log"\n[[mappings]]\non = "client.offline"\n'
+    text += 'do = [{ action = "Log.Entry", args = "1" }]\n'
+    with pytest.raises(ShowInvalid) as info:
+        load_show(write_show(text))
+    (problem,) = info.value.problems
+    assert problem.key == "mappings[0].do[0].args"
+    assert (
+        problem.hint
+        == 'args is a table of the action\'s parameters by name: args = { message = "…" }'
+    )
