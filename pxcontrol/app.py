@@ -60,6 +60,16 @@ class LoadedShow:
     catalog: Catalog
     warnings: list[Problem] = field(default_factory=list)
     dropins: DropinCache = field(default_factory=DropinCache)
+    #: Each key's line in the file ("clients", 0, "ip") → 12, for what is said of it later.
+    lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+
+    def where(self, key: tuple[str | int, ...]) -> str:
+        """`show.toml:12` for a key of the file; a key the file leaves out is placed at the
+        table that would hold it (the file alone when there is none)."""
+        while key and key not in self.lines:
+            key = key[:-1]
+        line = self.lines.get(key)
+        return f"{self.path}:{line}" if line else str(self.path)
 
     @property
     def folder(self) -> Path:
@@ -155,7 +165,7 @@ def _load_show(path: Path, dropins: DropinCache | None) -> LoadedShow:
     if report.has_errors:
         raise ShowInvalid(report.problems)
     show.index_clients()
-    return LoadedShow(path, show, pm, catalog, report.problems, dropins)
+    return LoadedShow(path, show, pm, catalog, report.problems, dropins, source.lines)
 
 
 def _check_modules_can_be_made(show: ShowFile, catalog: Catalog, report: Reporter) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pxcontrol.detection import ClientState, Guard
 from pxcontrol.heartbeat import FailedCheck
@@ -116,6 +117,13 @@ class Decision:
 
 
 #: Refusals of an automatic takeover that a backup becoming ready can end: it waits for one.
+class ReloadRefused(NamedTuple):
+    """Why an edit cannot be applied now, and the key of the new file it is about."""
+
+    message: str
+    key: tuple[str | int, ...] = ()
+
+
 WAITS_FOR = ("backup offline", "backup dry", "backup busy", "backup failed")
 
 
@@ -169,7 +177,7 @@ class BackupManager:
 
     # --- a reloaded show ---
 
-    def why_not_reload(self, show: ShowFile) -> str | None:
+    def why_not_reload(self, show: ShowFile) -> ReloadRefused | None:
         """A reload must never lose or change where outputs play now; None if it does not."""
         for playout, where in self.placement.items():
             if playout == where:
@@ -177,14 +185,15 @@ class BackupManager:
             new_playout, new_backup = show.client(playout), show.client(where)
             if new_playout is None or new_backup is None:
                 gone = playout if new_playout is None else where
-                return (
+                return ReloadRefused(
                     f"{playout}'s outputs play on {where} now: the edit removes {gone}. "
                     f"Move {playout}'s outputs home first, then remove it"
                 )
             if new_playout.ip not in new_backup.backup_for:
-                return (
+                return ReloadRefused(
                     f"{playout}'s outputs play on {where} now: the edit makes {where} no longer "
-                    f"a backup of {playout}. Move the outputs home first"
+                    f"a backup of {playout}. Move the outputs home first",
+                    ("clients", show.clients.index(new_backup), "backup_for"),
                 )
         return None
 

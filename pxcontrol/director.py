@@ -245,7 +245,7 @@ class Director:
             assert self.backup is not None
             refusal = self.backup.why_not_reload(loaded.show)
             if refusal is not None:
-                self._refusal = f"{self.loaded.path}: error: {refusal}"
+                self._refusal = f"{loaded.where(refusal.key)}: error: {refusal.message}"
                 return False
             try:
                 message = await self._apply(loaded)

@@ -247,6 +247,17 @@ async def test_a_reload_never_loses_or_changes_a_takeover(running: Running):
     assert director.backup.plays_on("Playout1") == "Backup1" and director.backup.epoch == 1
     assert director.show.client("Playout1") is not None
 
+    # No longer its backup: the refusal names the line of the client that changed.
+    unbacked = show_text("v2", running.port).replace('backup_for = ["127.0.0.11"]', "")
+    running.show_file.write_text(unbacked)
+    error = await async_wait_for(
+        lambda: running.events("show.error")[1:], what="the second show.error"
+    )
+    rows = unbacked.splitlines()
+    line = next(n for n, row in enumerate(rows, 1) if row == 'name = "Backup1"') - 1
+    assert error[0].fields["message"].startswith(f"{running.show_file}:{line}: error: ")
+    assert "the edit makes Backup1 no longer a backup of Playout1" in error[0].fields["message"]
+
 
 async def test_detection_timing_changes_apply_at_once(running: Running):
     await running.edit(show_text("v1", running.port, extra="[detection]\noffline_after = 1.0\n"))
