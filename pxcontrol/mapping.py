@@ -42,7 +42,7 @@ class Mapping:
 
 
 def mappings_of(show: ShowFile) -> list[Mapping]:
-    found = [Mapping(f"mappings[{i}]", m) for i, m in enumerate(show.mappings)]
+    found = [Mapping(m.name or f"mappings[{i}]", m) for i, m in enumerate(show.mappings)]
     for client in show.clients:
         if not client.on_backup:
             continue

@@ -45,7 +45,18 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
         for j, call in enumerate(client.on_backup):
             path = ("clients", show.in_file("clients", i), "on_backup", j)
             check_action_call(call, path, show, catalog, report, written, activated)
+    named: dict[str, int] = {}
     for i, mapping in enumerate(show.mappings):
+        if mapping.name is not None:
+            if mapping.name in named or mapping.name.endswith(".on_backup"):
+                report.error(
+                    ("mappings", show.in_file("mappings", i), "name"),
+                    f"another mapping is called {mapping.name!r}"
+                    if mapping.name in named
+                    else f"{mapping.name!r} is how a client's on_backup is called",
+                    "give each mapping a name of its own",
+                )
+            named.setdefault(mapping.name, i)
         if not any(fnmatch.fnmatchcase(kind, mapping.on) for kind in kinds):
             report.error(
                 ("mappings", show.in_file("mappings", i), "on"),

@@ -151,6 +151,9 @@ class ModuleDecl(BaseModel):
 
 
 class MappingDecl(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\[\]]+$")] | None = Field(
+        None, description="how traces, the log and the page call it (default mappings[N])"
+    )
     on: Annotated[str, Field(min_length=1, description="event kind, `*` patterns allowed")]
     client: str | None = None
     backup: str | None = None

@@ -264,3 +264,28 @@ do = ["Rec.Fail"]
     await async_wait_for(lambda: not show.runner.running)
     failures = [e for e in show.app.events if e.kind == "action.failed"]
     assert len(failures) == 2, "the first failure, and the mapped one: no third"
+
+
+async def test_a_named_mapping_is_traced_by_its_name(make_show):
+    show = await make_show(
+        """
+[[mappings]]
+name = "house lights down"
+on = "client.offline"
+do = ["Rec.Note"]
+"""
+    )
+    (done,) = [e for e in await show.event("client.offline", client="Playout1") if e.fields]
+    assert done.fields["mapping"] == "house lights down" and done.fields["ok"]
+
+
+def test_two_mappings_may_not_share_a_name(write_show):
+    text = '[modules.Log]\ntype = "log"\n' + 2 * (
+        '[[mappings]]\nname = "cue"\non = "client.offline"\ndo = ["Log.Entry"]\n'
+    )
+    with pytest.raises(ShowInvalid) as info:
+        load_show(write_show(text))
+    (problem,) = info.value.problems
+    assert (
+        problem.key == "mappings[1].name" and "another mapping is called 'cue'" in problem.message
+    )
