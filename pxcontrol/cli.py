@@ -392,6 +392,8 @@ def _director_of(
 
     from pydantic import ValidationError
 
+    from pxcontrol.address import read_address
+    from pxcontrol.director import default_state_dir
     from pxcontrol.loader import read_show
     from pxcontrol.show import DirectorSettings
 
@@ -403,8 +405,17 @@ def _director_of(
     except (ShowInvalid, ValidationError):
         if director is not None:  # told where: a passcode, if needed, is asked for by name
             return director, passcode
+        # Mid-edit: the address the running director wrote beside its state when it started.
+        known = read_address(default_state_dir(path))
+        if known is not None:
+            _warning(
+                f"cannot read [director] of {path} (mid-edit? 'pxcontrol check {path}' says "
+                f"why): talking to the director that runs it, at {known.osc}"
+            )
+            return known.osc, passcode if passcode is not None else known.passcode
         _error(
-            f"cannot read [director] of {path}: run 'pxcontrol check {path}', or give --director"
+            f"cannot read [director] of {path}: run 'pxcontrol check {path}', or give "
+            "--director HOST:PORT (the director's osc_port)"
         )
         raise typer.Exit(1) from None
     if director is None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from ipaddress import ip_address
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from pxcontrol.address import DirectorAddress, write_address
 from pxcontrol.app import App, LoadedShow, load_show_async
 from pxcontrol.backup import BackupManager
 from pxcontrol.detection import ClientState, Guard
@@ -141,6 +144,16 @@ class Director:
             osc_port=self.osc.port,
             web_port=self.web.port,
         )
+        host = ip_address(bind)
+        if host.is_unspecified:  # every interface: this machine answers on loopback
+            host = ip_address("::1" if host.version == 6 else "127.0.0.1")
+        here = DirectorAddress(
+            osc=f"[{host}]:{self.osc.port}" if host.version == 6 else f"{host}:{self.osc.port}",
+            passcode=director.passcode,
+            show=str(self.loaded.path),
+            pid=os.getpid(),
+        )
+        await asyncio.to_thread(write_address, self.store.path.parent, here)
         if moved:
             self._restored_check = asyncio.get_running_loop().create_task(
                 self._check_restored(moved), name="check restored takeovers"

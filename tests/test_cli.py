@@ -247,6 +247,24 @@ def test_commands_to_a_director_say_when_they_fall_back_to_the_demo(tmp_path, mo
     assert "demo" not in capsys.readouterr().err
 
 
+def test_status_reaches_a_running_director_while_its_show_is_mid_edit(tmp_path):
+    show = tmp_path / "show.toml"
+    show.write_text('[[clients]]\nname = "Playout1"\nip = "127.0.0.11"\n')
+    proc, lines = run_director(cwd=tmp_path)  # on an --osc-port the show does not name
+    try:
+        wait_for(lambda: any("pxcontrol running" in x for x in lines), what=f"start: {lines}")
+        show.write_text('[[clients]]\nname = "Playout1\n')  # saved half-way: not TOML
+        env = {**os.environ, "COLUMNS": "200"}
+        result = pxcontrol("status", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Playout1" in result.stdout
+        assert "cannot read [director] of" in result.stderr
+        assert "talking to the director that runs it, at 127.0.0.1:" in result.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+
+
 # --- pxcontrol status at 500 clients ---
 
 
