@@ -29,6 +29,7 @@ from pxcontrol.budgets import Budget, Floods, Rate, power_of_two
 from pxcontrol.events import Event
 from pxcontrol.module import Backoff
 from pxcontrol.osc_packets import Malformed, message_datagrams, parse_message, unsupported_type
+from pxcontrol.osc_subscriptions import SavedSubscription, SubscriptionFile
 from pxcontrol.osc_transport import OscServers, Peer, frame
 from pxcontrol.show import FeedbackTarget
 from pxcontrol.status import summarise_names
@@ -127,6 +128,7 @@ class OscBridge:
         # a subscriber that asked for no echo is not sent back what its own host caused.
         self._origins: OrderedDict[str, str] = OrderedDict()
         self._unsubscribe: Callable[[], None] | None = None
+        self._saved: SubscriptionFile | None = None  # UDP subscriptions on disk
         self.port = 0
         self._commands: dict[str, Callable[[OscMessage, Peer], None]] = {
             f"{PREFIX}/ping": self._ping,
@@ -159,13 +161,53 @@ class OscBridge:
         self._unsubscribe = self.director.app.events.listen(self.push)
         for target in self.director.show.osc.feedback:
             self._feedback.append(await self._feedback_peer(target))
+        self._saved = SubscriptionFile(self.director.store.path.parent)
+        self._take_back(await asyncio.to_thread(self._saved.load))
         return self.port
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
         await cancel_and_wait(self._tasks)
+        if self._saved is not None:
+            await self._saved.close()
         await self.servers.stop()
+
+    def _take_back(self, saved: list[SavedSubscription]) -> None:
+        """The UDP subscriptions of the last run whose lease still runs: pushed to at once."""
+        transport = self.servers.udp
+        assert transport is not None
+        wall, now = time.time(), self._clock()
+        for sub in saved:
+            if sub.ends <= wall:
+                continue
+            host, port = sub.host, sub.port
+            target = Peer("udp", host, port, lambda p, a=(host, port): transport.sendto(p, a))
+            expires = now + min(sub.ends - wall, LEASE)
+            self.subscriptions[("udp", host, port)] = Subscription(
+                target, expires, sub.no_echo, sub.via_port
+            )
+        if self.subscriptions:
+            log.info("OSC subscriptions of the last run taken back: %d", len(self.subscriptions))
+
+    def _keep_subscriptions(self) -> None:
+        """Write the UDP subscriptions down (their lease ends as wall-clock times)."""
+        if self._saved is None:
+            return
+        wall, now = time.time(), self._clock()
+        self._saved.save(
+            [
+                SavedSubscription(
+                    host=sub.peer.host,
+                    port=sub.peer.port,
+                    ends=wall + (sub.expires - now),
+                    no_echo=sub.no_echo,
+                    via_port=sub.via_port,
+                )
+                for sub in self.subscriptions.values()
+                if sub.peer.protocol == "udp" and sub.expires is not None and sub.expires > now
+            ]
+        )
 
     # --- every packet ---
 
@@ -590,6 +632,8 @@ class OscBridge:
         self.subscriptions[key] = Subscription(target, expires, no_echo, via_port)
         lease = "while connected" if expires is None else f"for {LEASE:g} s"
         self._reply(peer, message.address, ok=f"subscribed {target.host}:{target.port} {lease}")
+        if expires is not None:
+            self._keep_subscriptions()
 
     def _unsubscribe_command(self, message: OscMessage, peer: Peer) -> None:
         port, _ = _port_and_noecho(message, allow_noecho=False)
@@ -602,6 +646,8 @@ class OscBridge:
         self._reply(peer, message.address, ok=f"{len(gone)} subscription(s) ended")
         for key in gone:
             del self.subscriptions[key]
+        if any(protocol == "udp" for protocol, _, _ in gone):
+            self._keep_subscriptions()
 
     def _subscribed(self, peer: Peer) -> bool:
         return ("tcp", peer.host, peer.port) in self.subscriptions

@@ -218,6 +218,22 @@ def test_a_subscriber_hears_client_state_without_asking(rig: Rig, console: OscDu
     console.wait_line('/pxcontrol/reply/pxcontrol/unsubscribe ss "ok" "1 subscription(s) ended"')
 
 
+def test_a_subscription_survives_a_director_restart(rig: Rig, console: OscDump):
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
+    kept = rig.state / "subscriptions.json"  # written just after the answer, in a thread
+    wait_for(lambda: kept.exists() and str(console.port) in kept.read_text(), 5, "kept")
+    assert rig.director is not None
+    rig.director.signal(signal.SIGKILL)  # no goodbye: what it kept on disk is all there is
+    rig.director.wait_exit()
+    director = rig.start_director()
+    director.wait_event("client.online", client="Backup1")
+    # The console never subscribed again, and hears the change that the new run pushes.
+    rig.agents["Playout1"].signal(signal.SIGKILL)
+    director.wait_event("client.offline", client="Playout1")
+    console.wait_line('/pxcontrol/client/Playout1/state s "offline"')
+
+
 def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig):
     from .conftest import pxcontrol
 
