@@ -481,10 +481,14 @@ def status(
     rows = incomplete.rows if incomplete is not None else answer.rows
     where = f"{link.host}:{link.port}" + (" (UDP)" if link.protocol == "udp" else "")
     table = Table(title=f"director {where}")
-    for column in ("client", "state", "outputs play on", "cpu %", "memory %"):
+    for column in ("client", "state", "outputs play on", "carries", "auto", "cpu %", "memory %"):
         table.add_column(column)
     colours = {"online": "green", "offline": "red", "failed": "bold red", "dry": "dim"}
     for name, state, plays_on, cpu, memory, *more in rows:
+        # Appended after the failed check: what a backup carries, and whether automatic
+        # takeover is armed (a director from before them leaves the cells empty).
+        carries = str(more[3]) if len(more) >= 5 else ""
+        armed = "" if len(more) < 5 else ("on" if more[4] else "–")
         plays = Text(str(plays_on), style="" if plays_on == name else "magenta")
         if more and not more[0]:  # `confirmed`, appended after the first five
             plays.append(f" (announced, not yet confirmed by {plays_on})", style="bold yellow")
@@ -495,6 +499,8 @@ def status(
             Text(str(name)),
             shown,
             plays,
+            Text(carries, style="magenta"),
+            Text(armed, style="green" if armed == "on" else "dim"),
             "–" if cpu < 0 else f"{cpu:.0f}",
             "–" if memory < 0 else f"{memory:.0f}",
         )

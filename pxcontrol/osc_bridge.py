@@ -503,10 +503,12 @@ class OscBridge:
 
     def _status_rows(
         self, offset: int, count: int
-    ) -> list[tuple[str, str, str, float, float, int, str, str]]:
+    ) -> list[tuple[str, str, str, float, float, int, str, str, str, int]]:
         """name, state, where its outputs play, cpu, memory: the five arguments consoles read;
         then whether the newest decision for it is confirmed (1) or only announced (0); then,
-        for a failed client, the check that failed and why ("" "" otherwise).
+        for a failed client, the check that failed and why ("" "" otherwise); then, for a
+        backup, the client whose outputs it plays now (""), and whether an automatic
+        takeover of this client is armed (1: automatic backup on, and a backup covers it).
 
         The rows are the status board's, kept up to date as events happen (the page shows
         the same); only the figures are read fresh.
@@ -530,6 +532,8 @@ class OscBridge:
                     int(row.confirmed),
                     row.failed_check or "",
                     row.failed_message or "",
+                    row.carrying or "",
+                    int(row.auto_backup and bool(row.backups)),
                 )
             )
         return rows

@@ -130,7 +130,7 @@ def test_a_failed_playout_is_taken_over_once_and_its_router_action_runs_once(
     console.wait_line('/pxcontrol/client/Playout1/state s "online"')
     oscsend(rig, "/pxcontrol/status", "s", "Playout1")
     console.wait_line(
-        '/pxcontrol/status/client sssffiss "Playout1" "online" "Backup1" 10.000000 20.000000 1 "" ""'
+        '/pxcontrol/status/client sssffisssi "Playout1" "online" "Backup1" 10.000000 20.000000 1 "" ""'
     )
     # A later event to look back from: the backup's loss, long after any second decision.
     senders["Backup1"].fail("process mpv", "exited with signal 6")
@@ -157,7 +157,7 @@ def test_a_failed_backup_refuses_with_the_checks_words_until_it_recovers(
     console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
     oscsend(rig, "/pxcontrol/status", "s", "Backup1")
     console.wait_line(
-        '/pxcontrol/status/client sssffiss "Backup1" "failed" "Backup1" 10.000000 20.000000 1 '
+        '/pxcontrol/status/client sssffisssi "Backup1" "failed" "Backup1" 10.000000 20.000000 1 '
         '"tcp 127.0.0.1:1400" "connection refused"'
     )
     status = pxcontrol(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -130,8 +131,8 @@ def test_wrong_commands_are_answered_with_what_was_wrong(rig: Rig, console: OscD
 def test_status_is_one_message_per_client_then_the_count(rig: Rig, console: OscDump):
     oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
     oscsend(rig, "/pxcontrol/status")
-    console.wait_line('/pxcontrol/status/client sssffiss "Playout1" "online" "Playout1"')
-    console.wait_line('/pxcontrol/status/client sssffiss "Backup1" "online" "Backup1"')
+    console.wait_line('/pxcontrol/status/client sssffisssi "Playout1" "online" "Playout1"')
+    console.wait_line('/pxcontrol/status/client sssffisssi "Backup1" "online" "Backup1"')
     # The director's own health, before the end: lag, tick age, queue, stalls, restarts, shed.
     console.wait_line("/pxcontrol/status/director ffiiii ")
     console.wait_line("/pxcontrol/status/end iii 2 2 0")  # count, the show's total, offset
@@ -141,11 +142,11 @@ def test_status_of_one_client_and_of_a_page(rig: Rig, console: OscDump):
     oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
     console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
     oscsend(rig, "/pxcontrol/status", "s", "Backup1")
-    console.wait_line('/pxcontrol/status/client sssffiss "Backup1" "online" "Backup1"')
+    console.wait_line('/pxcontrol/status/client sssffisssi "Backup1" "online" "Backup1"')
     console.wait_line("/pxcontrol/status/end iii 1 2 1")
     assert not any('"Playout1" "online"' in line for line in console.lines)
     oscsend(rig, "/pxcontrol/status", "ii", "0", "1")
-    console.wait_line('/pxcontrol/status/client sssffiss "Playout1" "online" "Playout1"')
+    console.wait_line('/pxcontrol/status/client sssffisssi "Playout1" "online" "Playout1"')
     console.wait_line("/pxcontrol/status/end iii 1 2 0")
     oscsend(rig, "/pxcontrol/status", "s", "Playout9")
     console.wait_line(
@@ -234,7 +235,7 @@ def test_a_subscription_survives_a_director_restart(rig: Rig, console: OscDump):
     console.wait_line('/pxcontrol/client/Playout1/state s "offline"')
 
 
-def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig):
+def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig, console: OscDump):
     from .conftest import pxcontrol
 
     at = f"127.0.0.1:{rig.osc_port}"
@@ -245,12 +246,25 @@ def test_the_cli_talks_to_a_running_director_over_osc(rig: Rig):
     assert switched.returncode == 0 and "ok Playout1 is on Backup1" in switched.stdout
     table = pxcontrol("status", "--director", at)
     assert re.search(r"Playout1\s*│\s*online\s*│\s*Backup1", table.stdout), table.stdout
+    # What the backup carries, as the page shows it.
+    assert re.search(r"Backup1\s*│\s*online\s*│\s*Backup1\s*│\s*Playout1", table.stdout)
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    oscsend(rig, "/pxcontrol/status", "s", "Backup1")
+    console.wait_line(
+        '/pxcontrol/status/client sssffisssi "Backup1" "online" "Backup1" '
+    )  # cpu and memory vary; carrying and armed at the end
+    (row,) = [x for x in console.lines if "/pxcontrol/status/client" in x]
+    assert row.endswith('1 "" "" "Playout1" 0'), row
     again = pxcontrol("backup", "switch", "Playout1", "--director", at)
     assert again.returncode == 1 and "Playout1 already plays on Backup1" in again.stderr
     moved = pxcontrol("backup", "move", "Playout1", "--director", at)
     assert moved.returncode == 0 and "ok Playout1's outputs are back on Playout1" in moved.stdout
     auto = pxcontrol("backup", "auto", "Playout1", "on", "--director", at)
     assert auto.returncode == 0 and "automatic backup for Playout1 is on" in auto.stdout
+    table = pxcontrol("status", "--director", at, env={**os.environ, "COLUMNS": "200"})
+    assert re.search(r"Playout1\s*│\s*online\s*│\s*Playout1\s*│\s*│\s*on\s*│", table.stdout), (
+        table.stdout
+    )
     nobody = pxcontrol("status", "--director", f"127.0.0.1:{free_port()}")
     # Said at once (the system's "refused"), not after the two-second wait for an answer.
     assert nobody.returncode == 2 and "nothing listens at 127.0.0.1:" in nobody.stderr

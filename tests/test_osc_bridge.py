@@ -540,7 +540,7 @@ async def test_status_answers_one_client_by_name_and_a_page(director: Director, 
     c = console()
     c.command("/pxcontrol/status", "Backup1")
     row = await c.wait("/pxcontrol/status/client")
-    assert row.params == ["Backup1", "dry", "Backup1", -1.0, -1.0, 1, "", ""]
+    assert row.params == ["Backup1", "dry", "Backup1", -1.0, -1.0, 1, "", "", "", 0]
     # count in this answer (as before), then the show's total and where the answer starts
     assert (await c.wait("/pxcontrol/status/end")).params == [1, 2, 1]
     c.command("/pxcontrol/status", 0, 1)
