@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -530,10 +529,3 @@ async def run_director(
     finally:
         await director.stop()
     return director
-
-
-def stop_on_signals(stop: asyncio.Event) -> None:
-    """Ctrl-C and SIGTERM end the show cleanly: modules stopped, sockets closed."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
