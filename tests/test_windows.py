@@ -20,7 +20,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from pxcontrol.testing import Process, Rig, free_port
+from pxcontrol.testing import Process, Rig, free_port, wait_for
 
 from .wine import WindowsPython, windows_path
 
@@ -93,7 +93,10 @@ def test_an_agent_on_windows_comes_online_runs_its_checks_and_its_loss_is_taken_
         activated = director.wait_event("backup.activated", client="Playout1")
         assert (activated["backup"], activated["reason"]) == ("Backup1", "auto")
         assert activated["seq"] > ready["seq"]
-        rig.agents["Backup1"].wait_event("backup.activated")  # the notice reached the backup
+        # The notice reaches both agents: the backup plays now, the playout knows it.
+        rig.agents["Backup1"].wait_event("backup.activated")
+        told = agent.wait_event("backup.activated")
+        assert (told["client"], told["backup"]) == ("Playout1", "Backup1")
 
         port.close()  # and its port stops answering: the tcp check runs there too
         tcp = agent.wait_event("check.failed", check=f"tcp 127.0.0.1:{number}")
@@ -154,7 +157,12 @@ def test_a_director_on_windows_answers_takes_heartbeats_runs_a_mapping_and_stops
     director = windows.pxcontrol(*run)
     second = agent = None
     try:
-        director.wait_event("show.loaded", timeout=START)
+        wait_for(
+            lambda: director.of_kind("show.loaded") or director.proc.poll() is not None,
+            START,
+            "the director on Windows to start",
+        )
+        assert director.of_kind("show.loaded"), director.output
         director.wait_line("Live Systems page: http://127.0.0.1:")
 
         # /pxcontrol/ping over UDP: the OSC bridge reads on the Proactor loop.
@@ -179,6 +187,13 @@ def test_a_director_on_windows_answers_takes_heartbeats_runs_a_mapping_and_stops
         director.wait_event("client.online", client="Playout1")
         assert console.recv(65535) == b"Playout1 is online"
         director.wait_event("mapping.done")
+
+        # A saved edit of the show is picked up (watchfiles on Windows).
+        show_file = tmp_path / "show.toml"
+        show_file.write_text(
+            show_file.read_text().replace('["Output 1"]', '["Output 1", "Output 2"]')
+        )
+        director.wait_event("show.reloaded")
 
         # The Live Systems page.
         page = httpx.get(f"http://127.0.0.1:{http_port}/", timeout=10)

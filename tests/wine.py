@@ -91,7 +91,9 @@ class WindowsPython:
             and re.split(r"[=<>! ;\[]", line)[0].lower().replace("_", "-") not in swapped
         ]
         constraints = "\n".join([*locked, *WINE_PINS]) + "\n"
-        requirements = [*project["dependencies"], *WINDOWS_ONLY]
+        # With the gpu extra: on a machine without NVIDIA's driver (Wine's) the agent runs on.
+        gpu = project["optional-dependencies"]["gpu"]
+        requirements = [*project["dependencies"], *gpu, *WINDOWS_ONLY]
         stamp = hashlib.sha256((constraints + repr(requirements)).encode()).hexdigest()
         stamp_file = self.dir / "installed"
         if stamp_file.exists() and stamp_file.read_text() == stamp:
