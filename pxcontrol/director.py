@@ -22,7 +22,7 @@ from pxcontrol.mapping import MappingRunner, mappings_of
 from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.output import lines_lost
 from pxcontrol.problems import Severity, ShowInvalid
-from pxcontrol.reload import ShowWatcher
+from pxcontrol.reload import CANNOT_WATCH, ShowWatcher
 from pxcontrol.state import REPLAYING, REPORTED, Intent, StateStore
 from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard
 from pxcontrol.supervisor import Death, Supervisor
@@ -219,8 +219,16 @@ class Director:
                     f"{playout}'s outputs",
                 )
 
-    def watch(self) -> ShowWatcher:
+    def watch(self) -> ShowWatcher | None:
         """Pick up saved edits of the show file and its modules folder from now on."""
+        if CANNOT_WATCH:  # everything else runs: said plainly at start, once
+            log.warning(
+                "reload on save is off: %s. Edits of %s take effect when the director starts "
+                "again; install a watchfiles this machine can load to have them live",
+                CANNOT_WATCH,
+                self.loaded.path,
+            )
+            return None
         self.watcher = ShowWatcher(
             self.loaded.path, self.reload, self._report_refusal, self._watcher_fault
         )
