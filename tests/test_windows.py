@@ -22,7 +22,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from pxcontrol.testing import Process, Rig, free_port, wait_for
 
-from .wine import WindowsPython, windows_path
+from .wine import LEFT_OUT, WindowsPython, windows_path
 
 #: A Windows process needs seconds to start under Wine (more on a first run).
 START = 90
@@ -189,11 +189,13 @@ def test_a_director_on_windows_answers_takes_heartbeats_runs_a_mapping_and_stops
         director.wait_event("mapping.done")
 
         # A saved edit of the show is picked up (watchfiles on Windows).
-        show_file = tmp_path / "show.toml"
-        show_file.write_text(
-            show_file.read_text().replace('["Output 1"]', '["Output 1", "Output 2"]')
-        )
-        director.wait_event("show.reloaded")
+        if "watchfiles" in LEFT_OUT:  # by hand on 3.13: no watchfiles build loads under Wine
+            director.wait_line("reload on save is off: watchfiles cannot be loaded here")
+        else:
+            show_file = tmp_path / "show.toml"
+            edited = show_file.read_text().replace('["Output 1"]', '["Output 1", "Output 2"]')
+            show_file.write_text(edited)
+            director.wait_event("show.reloaded")
 
         # The Live Systems page.
         page = httpx.get(f"http://127.0.0.1:{http_port}/", timeout=10)

@@ -1,4 +1,4 @@
-"""Windows CPython 3.12 under Wine, for the tests that run pxcontrol as on a Windows machine.
+"""Windows CPython (3.12) under Wine, for the tests that run pxcontrol as on a Windows machine.
 
 Set up once into a cache folder (~/.cache/pxcontrol/wine, or $PXCONTROL_WINE_DIR) by
 scripts/wine-python; its dependencies are the win_amd64 wheels of constraints.txt, except
@@ -23,10 +23,14 @@ from pxcontrol.testing import Process
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "wine-python"
 WINE_DIR = Path(os.environ.get("PXCONTROL_WINE_DIR") or Path.home() / ".cache/pxcontrol/wine")
+#: The Windows Python: 3.12 in CI; WINE_PYTHON=3.11 or 3.13 tries another by hand.
+VERSION = os.environ.get("WINE_PYTHON", "3.12")
 
 #: Rust-built wheels newer than these import ProcessPrng, which Wine 8 lacks (a real Windows
 #: 10 or 11 loads the versions of constraints.txt); pydantic 2.10 is the one for that core.
 WINE_PINS = ("pydantic==2.10.6", "pydantic-core==2.27.2", "watchfiles==0.21.0")
+#: watchfiles 0.21 has no build for 3.13: there the director runs without reload (it says so).
+LEFT_OUT = ("watchfiles",) if VERSION >= "3.13" else ()
 #: Windows-only dependencies (pip on the host cannot tell that they are needed).
 WINDOWS_ONLY = ("colorama",)
 
@@ -53,12 +57,13 @@ class WindowsPython:
                 "Wine is not installed: bash scripts/test installs it (apt-get install wine64)"
             )
         self.dir = WINE_DIR
-        self.python = self.dir / "cp312" / "python.exe"
+        self.python = self.dir / f"cp{VERSION.replace('.', '')}" / "python.exe"
         self.env = {
             **os.environ,
             "WINEPREFIX": str(self.dir / "prefix"),
             "WINEDEBUG": "-all",
             "PYTHON": sys.executable,  # whose pip fetches the wheels
+            "WINE_PYTHON": VERSION,
             "PYTHONUNBUFFERED": "1",
         }
         self._script("setup")
@@ -90,16 +95,19 @@ class WindowsPython:
             and not line.startswith("#")
             and re.split(r"[=<>! ;\[]", line)[0].lower().replace("_", "-") not in swapped
         ]
-        constraints = "\n".join([*locked, *WINE_PINS]) + "\n"
+        pins = [pin for pin in WINE_PINS if not pin.startswith(LEFT_OUT)]
+        constraints = "\n".join([*locked, *pins]) + "\n"
         # With the gpu extra: on a machine without NVIDIA's driver (Wine's) the agent runs on.
         gpu = project["optional-dependencies"]["gpu"]
-        requirements = [*project["dependencies"], *gpu, *WINDOWS_ONLY]
+        requirements = [
+            r for r in [*project["dependencies"], *gpu, *WINDOWS_ONLY] if not r.startswith(LEFT_OUT)
+        ]
         stamp = hashlib.sha256((constraints + repr(requirements)).encode()).hexdigest()
-        stamp_file = self.dir / "installed"
+        stamp_file = self.dir / f"installed-{VERSION}"
         if stamp_file.exists() and stamp_file.read_text() == stamp:
             return
-        (self.dir / "constraints-windows.txt").write_text(constraints)
-        self._script("install", "-c", str(self.dir / "constraints-windows.txt"), *requirements)
+        (self.dir / f"constraints-{VERSION}.txt").write_text(constraints)
+        self._script("install", "-c", str(self.dir / f"constraints-{VERSION}.txt"), *requirements)
         stamp_file.write_text(stamp)
 
     def _install_pxcontrol(self, work: Path, site: Path) -> None:
