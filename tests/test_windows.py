@@ -49,6 +49,7 @@ outputs = ["Output 1"]
 checks = [
   { process = "mediaserver.exe", interval = 0.1, fall = 1, rise = 1 },
   { tcp = "127.0.0.1:TCP_PORT", interval = 0.1, fall = 1, rise = 1 },
+  { command = ["cmd.exe", "/c", 'if exist FLAG exit 3'], interval = 0.1, fall = 1, rise = 1 },
 ]
 
 [[clients]]
@@ -63,13 +64,15 @@ auto_backup = true
 def test_an_agent_on_windows_comes_online_runs_its_checks_and_its_loss_is_taken_over(
     windows: WindowsPython, tmp_path: Path
 ):
-    """The agent on Windows: heartbeats, the show's checks (a process and a port), a takeover
-    when its media server dies, offline when it is gone."""
+    """The agent on Windows: heartbeats, the show's checks (a process, a port, a command), a
+    takeover when its media server dies, offline when it is gone."""
     port = socket.socket()  # the media server's port, on this machine as on the client
     port.bind(("127.0.0.1", 0))
     port.listen()
     number = port.getsockname()[1]
-    rig = Rig(tmp_path, AGENT_SHOW.replace("TCP_PORT", str(number)))
+    flag = tmp_path / "outputs-dark"  # the command check fails while this file exists
+    show = AGENT_SHOW.replace("TCP_PORT", str(number)).replace("FLAG", windows_path(flag))
+    rig = Rig(tmp_path, show)
     server = windows.program("mediaserver.exe", "-c", "import time; time.sleep(600)")
     agent = None
     try:
@@ -101,6 +104,12 @@ def test_an_agent_on_windows_comes_online_runs_its_checks_and_its_loss_is_taken_
         port.close()  # and its port stops answering: the tcp check runs there too
         tcp = agent.wait_event("check.failed", check=f"tcp 127.0.0.1:{number}")
         assert "refused" in tcp["message"]
+        flag.touch()  # and the site's own script says no: the command check runs there too
+        command = wait_for(
+            lambda: [e for e in agent.of_kind("check.failed") if e["check"].startswith("command")],
+            what="the command check to fail",
+        )[0]
+        assert command["message"] == "exited with 3", command
 
         agent.kill()  # the whole client goes
         director.wait_event("client.offline", client="Playout1")
