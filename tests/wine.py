@@ -98,7 +98,7 @@ class WindowsPython:
         pins = [pin for pin in WINE_PINS if not pin.startswith(LEFT_OUT)]
         constraints = "\n".join([*locked, *pins]) + "\n"
         # With the gpu extra: on a machine without NVIDIA's driver (Wine's) the agent runs on.
-        gpu = project["optional-dependencies"].get("gpu", [])  # main's gpu extra, nvidia-ml-py
+        gpu = project["optional-dependencies"].get("gpu", [])  # nvidia-ml-py, for NVML
         requirements = [
             r for r in [*project["dependencies"], *gpu, *WINDOWS_ONLY] if not r.startswith(LEFT_OUT)
         ]
