@@ -86,8 +86,16 @@ def main() -> None:
 
 @cli.callback()
 def _root(
+    context: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
+    if context.invoked_subcommand == "demo" and sys.platform == "win32":
+        _error(
+            "pxcontrol demo runs on Linux and macOS: it stops and kills its own processes "
+            "with POSIX signals. On Windows, run the director and the agents themselves "
+            "(pxcontrol run, pxcontrol agent: docs/running.md)"
+        )
+        raise typer.Exit(1)
     level = logging.DEBUG if verbose else logging.INFO
     if err.is_terminal:
         handler: logging.Handler = RichHandler(

@@ -215,6 +215,11 @@ def test_a_director_on_windows_answers_takes_heartbeats_runs_a_mapping_and_stops
         assert second.wait_exit(START) == 1
         assert any("another director (pid " in line for line in second.output), second.output
 
+        # The demo, which is not for Windows, says so and what to run instead.
+        demo = windows.pxcontrol("demo", "--scripted")
+        assert demo.wait_exit(START) == 1
+        assert any("pxcontrol demo runs on Linux and macOS" in line for line in demo.output)
+
         # Seconds of running on Windows raised no alarm (its state files are still its own,
         # its loop and its detector keep time).
         assert not director.of_kind("alarm"), director.of_kind("alarm")
