@@ -30,13 +30,12 @@ from pxcontrol.app import (
     load_show_within,
 )
 from pxcontrol.catalog import Catalog
-from pxcontrol.director import CannotListen, Director, run_director
+from pxcontrol.director import CannotListen, Director, run_director, stop_on_signals
 from pxcontrol.events import Event
 from pxcontrol.loader import DEMO_SHOW, resolve_show_path
 from pxcontrol.output import Output
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid
-from pxcontrol.signals import stop_on_signals
 from pxcontrol.state import StateInUse, StateUnusable
 
 cli = typer.Typer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -537,3 +538,21 @@ async def run_director(
     finally:
         await director.stop()
     return director
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C and SIGTERM end the show cleanly: modules stopped, sockets closed.
+
+    Windows' Proactor loop has no add_signal_handler: there Python's own handlers take
+    Ctrl-C (SIGINT, also what NSSM sends to stop a service) and Ctrl-Break (SIGBREAK) and
+    pass them to the loop, which a signal wakes (it listens on a wake-up socket).
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, *_WINDOWS_ONLY_SIGNALS):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # Windows' Proactor loop
+            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(stop.set))
+
+
+_WINDOWS_ONLY_SIGNALS = (signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()
