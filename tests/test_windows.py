@@ -30,7 +30,11 @@ START = 90
 
 @pytest.fixture(scope="module")
 def windows(tmp_path_factory) -> Iterator[WindowsPython]:
-    yield WindowsPython(tmp_path_factory.mktemp("windows"))
+    python = WindowsPython(tmp_path_factory.mktemp("windows"))
+    try:
+        yield python
+    finally:
+        python.stop_all()
 
 
 AGENT_SHOW = """

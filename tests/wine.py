@@ -134,6 +134,11 @@ class WindowsPython:
         zipfile.ZipFile(wheel).extractall(site)
         (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
 
+    def stop_all(self) -> None:
+        """End every Windows process of this Wine prefix, and its wineserver: a child that a
+        killed agent left (a command check's cmd.exe) must not outlive the tests."""
+        subprocess.run(["wineserver", "-k"], env=self.env, check=False, timeout=30)
+
     @property
     def command(self) -> list[str]:
         return ["wine", str(self.python)]
