@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -62,6 +64,21 @@ ShowOpt = Annotated[
 #: `pxcontrol run` ended because its own work kept failing (EX_SOFTWARE): restart it.
 EXIT_FAULT = 70
 
+#: Log lines for a file, a pipe, systemd or a Windows service: one unwrapped line, sortable time.
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PLAIN_TIME = "%Y-%m-%dT%H:%M:%S"
+FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"  # a show's timeline
+
+LogFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file",
+        help="also append the log and every event to this file, one plain line each "
+        "(for a service)",
+        show_default=False,
+    ),
+]
+
 
 def main() -> None:
     cli(prog_name="pxcontrol")
@@ -69,8 +86,16 @@ def main() -> None:
 
 @cli.callback()
 def _root(
+    context: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
+    if context.invoked_subcommand == "demo" and sys.platform == "win32":
+        _error(
+            "pxcontrol demo runs on Linux and macOS: it stops and kills its own processes "
+            "with POSIX signals. On Windows, run the director and the agents themselves "
+            "(pxcontrol run, pxcontrol agent: docs/running.md)"
+        )
+        raise typer.Exit(1)
     level = logging.DEBUG if verbose else logging.INFO
     if err.is_terminal:
         handler: logging.Handler = RichHandler(
@@ -78,11 +103,7 @@ def _root(
         )
         logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     else:  # a file, a pipe, systemd: one unwrapped line per record, sortable time
-        logging.basicConfig(
-            level=level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S",
-        )
+        logging.basicConfig(level=level, format=PLAIN_FORMAT, datefmt=PLAIN_TIME)
 
 
 @cli.command()
@@ -119,14 +140,16 @@ def run(
     ] = None,
     osc_port: Annotated[int | None, typer.Option(help="instead of director.osc_port")] = None,
     http_port: Annotated[int | None, typer.Option(help="instead of director.http_port")] = None,
+    log_file: LogFileOpt = None,
 ) -> None:
-    """Run the director on a show until Ctrl-C."""
+    """Run the director on a show until Ctrl-C (or a service manager's stop)."""
     path = resolve_show_path(show)
     if show is None and path == DEMO_SHOW:
         _warning(f"no show.toml in {Path.cwd()}: running the built-in demo show")
     loaded = _load_or_exit(path)
     _print_problems(loaded.warnings)
     outputs = _never_block()
+    log_output = _log_to_file(log_file, outputs)
 
     async def main() -> Director:
         stop = asyncio.Event()
@@ -137,7 +160,7 @@ def run(
             asks = " (it asks for director.token)" if director.show.director.token else ""
             out.print(Text.assemble("Live Systems page: ", (director.web.url, "bold"), asks))
 
-        show_event = _print_json_event if json_events else _print_event
+        show_event = _both(_print_json_event if json_events else _print_event, log_output)
         ports = {"heartbeat_port": heartbeat_port, "osc_port": osc_port, "http_port": http_port}
         director = await run_director(
             loaded, stop, state, on_started=started, on_event=show_event, ports=ports
@@ -178,6 +201,7 @@ def agent(
     json_events: Annotated[
         bool, typer.Option("--json-events", help="print every event as one JSON line")
     ] = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Run on a client: send heartbeats to the director, receive takeover and move-to notices."""
     from pxcontrol.agent import Agent, director_address, read_secret
@@ -192,12 +216,13 @@ def agent(
         raise typer.Exit(1) from None
     target = director_address(director)
     outputs = _never_block()
+    log_output = _log_to_file(log_file, outputs)
 
     async def main() -> Agent:
         stop = asyncio.Event()
         stop_on_signals(stop)
         client = Agent(name, target, pm, bind=bind, secret=secret, interval=interval)
-        client.events.listen(_print_json_event if json_events else _print_event)
+        client.events.listen(_both(_print_json_event if json_events else _print_event, log_output))
 
         def ready(a: Agent) -> None:
             host, port = a.address
@@ -693,18 +718,70 @@ def _never_block() -> list[Output]:
     return outputs
 
 
+def _log_to_file(path: Path | None, outputs: list[Output]) -> Output | None:
+    """With --log-file: the log and the events also go to that file, written by a thread of
+    its own like the terminal (a slow disk never stops the loop); appended, never truncated,
+    so a service manager's restarts and logrotate's copytruncate keep one history."""
+    if path is None:
+        return None
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        _error(f"cannot open the log file {path}: {exc.strerror or exc}; give another --log-file")
+        _close(outputs)
+        raise typer.Exit(1) from None
+    output = Output(fd, name="log file")
+    handler = logging.StreamHandler(output)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter(FILE_FORMAT, PLAIN_TIME))
+    handler.set_name("log file")
+    logging.getLogger().addHandler(handler)
+    outputs.append(output)
+    return output
+
+
+def _both(show: Callable[[Event], None], log_output: Output | None) -> Callable[[Event], None]:
+    """Print the event; with --log-file, write it there too as one plain line."""
+    if log_output is None:
+        return show
+
+    def both(event: Event) -> None:
+        show(event)
+        at = (
+            time.strftime(PLAIN_TIME, time.localtime(event.time))
+            + f".{int(event.time % 1 * 1000):03d}"
+        )
+        fields = " ".join(f"{k}={v}" for k, v in event.fields.items())
+        log_output.write(f"{at} EVENT {event.kind} {fields}\n")
+
+    return both
+
+
 def _close(outputs: list[Output]) -> None:
     """Write what waits, a second at most each: a reader that never comes must not hang the exit."""
     if not outputs:
         return
     for output in outputs:
         output.close(1.0)
+        if output.name == "log file":
+            _stop_logging_to(output)
     out.file = err.file = None  # type: ignore[assignment]  # back to sys.stdout and sys.stderr
     for handler in logging.getLogger().handlers:
         if isinstance(handler, RichHandler):
             handler.console.file = None  # type: ignore[assignment]
         elif isinstance(handler, logging.StreamHandler):
             handler.setStream(sys.stderr)
+
+
+def _stop_logging_to(output: Output) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == "log file":
+            root.removeHandler(handler)
+    try:
+        os.close(output.fd)
+    except OSError:
+        pass
 
 
 def _print_json_event(event: Event) -> None:

@@ -26,7 +26,7 @@ from pxcontrol.mapping import MappingRunner, mappings_of
 from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.output import lines_lost
 from pxcontrol.problems import Severity, ShowInvalid
-from pxcontrol.reload import ShowWatcher
+from pxcontrol.reload import CANNOT_WATCH, ShowWatcher
 from pxcontrol.state import REPLAYING, REPORTED, Intent, StateStore
 from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard
 from pxcontrol.supervisor import Death, Supervisor
@@ -233,8 +233,16 @@ class Director:
                     f"{playout}'s outputs",
                 )
 
-    def watch(self) -> ShowWatcher:
+    def watch(self) -> ShowWatcher | None:
         """Pick up saved edits of the show file and its modules folder from now on."""
+        if CANNOT_WATCH:  # everything else runs: said plainly at start, once
+            log.warning(
+                "reload on save is off: %s. Edits of %s take effect when the director starts "
+                "again; install a watchfiles this machine can load to have them live",
+                CANNOT_WATCH,
+                self.loaded.path,
+            )
+            return None
         self.watcher = ShowWatcher(
             self.loaded.path, self.reload, self._report_refusal, self._watcher_fault
         )
@@ -546,7 +554,18 @@ async def run_director(
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
-    """Ctrl-C and SIGTERM end the show cleanly: modules stopped, sockets closed."""
+    """Ctrl-C and SIGTERM end the show cleanly: modules stopped, sockets closed.
+
+    Windows' Proactor loop has no add_signal_handler: there Python's own handlers take
+    Ctrl-C (SIGINT, also what NSSM sends to stop a service) and Ctrl-Break (SIGBREAK) and
+    pass them to the loop, which a signal wakes (it listens on a wake-up socket).
+    """
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in (signal.SIGINT, signal.SIGTERM, *_WINDOWS_ONLY_SIGNALS):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # Windows' Proactor loop
+            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(stop.set))
+
+
+_WINDOWS_ONLY_SIGNALS = (signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()

@@ -34,6 +34,7 @@ class Output:
 
     def __init__(self, fd: int, limit: int = LIMIT, name: str = "output") -> None:
         self.fd = fd
+        self.name = name
         self.limit = limit
         self.dropped = 0  # writes lost since the output last moved (reported, then reset)
         self.lost = 0  # all writes lost, for the record

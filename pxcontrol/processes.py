@@ -33,13 +33,19 @@ class Process:
     """A pxcontrol subprocess whose JSON events (and other output) are collected as they come."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, module: str = "pxcontrol"
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        module: str = "pxcontrol",
+        python: list[str] | None = None,
     ) -> None:
+        """`python`: the interpreter's command, if not this one (Windows Python under Wine)."""
         self.args = args
         self.events: list[dict[str, Any]] = []
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*(python or [sys.executable]), "-m", module, *args],
+            stdin=subprocess.DEVNULL if python else None,  # Wine's Python needs a valid one
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -12,10 +12,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from watchfiles import Change, awatch
+if TYPE_CHECKING:
+    from watchfiles import Change
 
 log = logging.getLogger("pxcontrol.reload")
+
+try:
+    from watchfiles import awatch
+except ImportError as exc:  # a build this system cannot load (a DLL it lacks): no reload
+    #: Why saved edits cannot be picked up here ("" where they can).
+    CANNOT_WATCH = f"watchfiles cannot be loaded here ({exc})"
+else:
+    CANNOT_WATCH = ""
 
 #: watchfiles waits this long for more changes before it reports a batch (ms).
 STEP_MS = 10

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import fcntl
 import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -119,9 +119,7 @@ class StateNotSaved(Exception):
 
 def _hold_lock(path: Path) -> IO[str]:
     lock = open(path, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _try_lock(lock):
         lock.seek(0)
         holder = lock.read().strip() or "another process"
         lock.close()
@@ -135,6 +133,34 @@ def _hold_lock(path: Path) -> IO[str]:
     lock.write(f"pid {os.getpid()}\n")
     lock.flush()
     return lock
+
+
+#: Windows locks a byte range, and a locked range cannot be read by others: the lock
+#: sits far past the text (allowed beyond the end of a file), so the holder's pid stays readable.
+_WINDOWS_LOCK_AT = 1 << 30
+
+
+def _try_lock(lock: IO[str]) -> bool:
+    """Take the lock without waiting; False if another process (or handle) holds it.
+
+    The operating system drops it when the holder exits, however it exits.
+    """
+    if sys.platform == "win32":
+        import msvcrt
+
+        lock.seek(_WINDOWS_LOCK_AT)
+        try:
+            msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

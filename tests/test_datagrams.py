@@ -6,10 +6,19 @@ import asyncio
 import logging
 import socket
 
+import pytest
+
 from pxcontrol import datagrams
 from pxcontrol.datagrams import DatagramSocket
 
 from .conftest import async_wait_for
+
+
+@pytest.fixture(params=[False, True], ids=["readiness", "completions"])
+def completions(request) -> bool:
+    """Both ways to read: readiness callbacks (Linux, macOS) and awaited completions, the only
+    way on Windows' Proactor loop (which has no add_reader), run here on the same sockets."""
+    return request.param
 
 
 def udp_pair() -> tuple[socket.socket, socket.socket]:
@@ -21,7 +30,7 @@ def udp_pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
-async def test_a_burst_is_read_in_batches_and_the_loop_gets_its_turn_between_them():
+async def test_a_burst_is_read_in_batches_and_the_loop_gets_its_turn_between_them(completions):
     ours, theirs = udp_pair()
     burst = 3 * datagrams.BATCH + 10
     for i in range(burst):  # all queued in the kernel before the loop looks
@@ -34,7 +43,7 @@ async def test_a_burst_is_read_in_batches_and_the_loop_gets_its_turn_between_the
             asyncio.get_running_loop().call_soon(lambda: seen_by_the_loop.append(len(got)))
         got.append(int.from_bytes(data, "big"))
 
-    endpoint = DatagramSocket(ours, received)
+    endpoint = DatagramSocket(ours, received, completions)
     endpoint.start()
     try:
         await async_wait_for(lambda: len(got) == burst, 5, "the whole burst")
@@ -45,7 +54,9 @@ async def test_a_burst_is_read_in_batches_and_the_loop_gets_its_turn_between_the
         theirs.close()
 
 
-async def test_a_datagram_whose_handler_fails_is_logged_and_the_next_ones_are_handled(caplog):
+async def test_a_datagram_whose_handler_fails_is_logged_and_the_next_ones_are_handled(
+    caplog, completions
+):
     ours, theirs = udp_pair()
     got: list[bytes] = []
 
@@ -54,7 +65,7 @@ async def test_a_datagram_whose_handler_fails_is_logged_and_the_next_ones_are_ha
             raise ValueError("a bug in a handler")
         got.append(data)
 
-    endpoint = DatagramSocket(ours, received)
+    endpoint = DatagramSocket(ours, received, completions)
     endpoint.start()
     try:
         with caplog.at_level(logging.ERROR, logger="pxcontrol"):
@@ -67,14 +78,16 @@ async def test_a_datagram_whose_handler_fails_is_logged_and_the_next_ones_are_ha
         theirs.close()
 
 
-async def test_what_the_kernel_cannot_take_waits_in_a_bounded_queue_then_goes_in_order(tmp_path):
+async def test_what_the_kernel_cannot_take_waits_in_a_bounded_queue_then_goes_in_order(
+    tmp_path, completions
+):
     """A real kernel refusal: a Unix datagram peer that stops reading fills up, sends get EAGAIN."""
     path = str(tmp_path / "console.sock")
     console = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     console.bind(path)
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sender.connect(path)  # so the loop hears when the console has room again
-    endpoint = DatagramSocket(sender, lambda data, address: None)
+    endpoint = DatagramSocket(sender, lambda data, address: None, completions)
     endpoint.start()
     total = datagrams.QUEUE * 3
     try:
@@ -99,9 +112,9 @@ async def test_what_the_kernel_cannot_take_waits_in_a_bounded_queue_then_goes_in
         console.close()
 
 
-async def test_close_is_final_and_sending_after_it_is_harmless():
+async def test_close_is_final_and_sending_after_it_is_harmless(completions):
     ours, theirs = udp_pair()
-    endpoint = DatagramSocket(ours, lambda data, address: None)
+    endpoint = DatagramSocket(ours, lambda data, address: None, completions)
     endpoint.start()
     endpoint.close()
     endpoint.close()

@@ -30,6 +30,7 @@ def test_the_readme_show_and_module_pass_check(tmp_path):
 
 def test_the_readme_starts_with_the_two_commands():
     first = blocks("sh")[0].splitlines()
-    assert first[0].startswith("python3 -m venv .venv && .venv/bin/pip install -e . && ")
+    install = "python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e . && "
+    assert first[0].startswith(install), "the versions of constraints.txt, as CI tests them"
     assert first[1].startswith("bash scripts/test")
     assert "bash scripts/test" in (REPO / ".ci" / "run").read_text()

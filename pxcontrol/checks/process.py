@@ -17,7 +17,6 @@ import os
 import posixpath
 import threading
 import time
-from typing import Any
 
 import psutil
 from pydantic import Field
@@ -117,16 +116,43 @@ def find_process(wanted: str) -> int | None:
     """The pid of a running process named `wanted` (or with that executable), if any."""
     by_path = "/" in wanted or "\\" in wanted
     me = os.getpid()
-    for proc in psutil.process_iter(["name", "exe", "status"] if by_path else ["name", "status"]):
-        info: dict[str, Any] = proc.info
-        if proc.pid == me or info.get("status") == psutil.STATUS_ZOMBIE:
+    for proc in psutil.process_iter(["status"]):
+        if proc.pid == me or proc.info.get("status") == psutil.STATUS_ZOMBIE:
             continue  # a zombie has exited; only its parent has not looked yet
-        if by_path:
-            if info.get("exe") and _same_path(info["exe"], wanted):
+        try:
+            if by_path:
+                exe = _exe_of(proc)
+                if exe and _same_path(exe, wanted):
+                    return proc.pid
+            elif _same_name(_name_of(proc), wanted):
                 return proc.pid
-        elif _same_name(info.get("name") or "", wanted):
-            return proc.pid
+        except psutil.Error:
+            continue  # gone since, or not ours to look into
     return None
+
+
+def _name_of(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        raise
+    except OSError:  # Wine: it lacks the query psutil asks Windows for names and paths
+        return os.path.basename(_program_of(proc))
+
+
+def _exe_of(proc: psutil.Process) -> str:
+    try:
+        return proc.exe()
+    except psutil.Error:
+        raise
+    except OSError:  # Wine, as above
+        return _program_of(proc)
+
+
+def _program_of(proc: psutil.Process) -> str:
+    """The program its command line names (first word), where the name cannot be read."""
+    command = proc.cmdline()
+    return command[0] if command else ""
 
 
 def _alive(pid: int) -> bool:
