@@ -1,0 +1,155 @@
+"""A real etcd cluster on loopback addresses, for tests and benchmarks of standby directors.
+
+Each member is the Debian `etcd` binary (package `etcd-server`, 3.4) run directly, never
+the system service, with its own data folder. Timings are tuned for loopback
+(heartbeat 20 ms, election 200 ms) as docs/standby.md tunes them for a show LAN.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pxcontrol.processes import wait_for
+
+ETCD = "etcd"
+
+
+def _free_tcp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        """The member answers and sees a leader (etcd's own /health says so)."""
+        try:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=0.5) as answer:
+                return json.loads(answer.read()).get("health") == "true"
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+
+class EtcdCluster:
+    """Three (or n) etcd members on 127.0.0.x; start, kill and restart single members."""
+
+    def __init__(
+        self, folder: Path, hosts: tuple[str, ...] = ("127.0.0.71", "127.0.0.72", "127.0.0.73")
+    ) -> None:
+        if shutil.which(ETCD) is None:
+            raise RuntimeError("etcd is missing: apt-get install etcd-server")
+        self.folder = folder
+        self.token = f"pxcontrol-{folder.name}"
+        self.members = [
+            EtcdMember(
+                f"m{i + 1}", host, _free_tcp_port(host), _free_tcp_port(host), folder / f"m{i + 1}"
+            )
+            for i, host in enumerate(hosts)
+        ]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    def start(self, timeout: float = 20.0) -> EtcdCluster:
+        for member in self.members:
+            self._launch(member, "new")
+        self.wait_healthy(timeout=timeout)
+        return self
+
+    def _launch(self, member: EtcdMember, state: str) -> None:
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        member.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(member.data_dir.parent / f"{member.name}.log", "ab")
+        member.proc = subprocess.Popen(
+            [
+                ETCD,
+                "--name", member.name,
+                "--data-dir", str(member.data_dir),
+                "--listen-client-urls", member.client_url,
+                "--advertise-client-urls", member.client_url,
+                "--listen-peer-urls", member.peer_url,
+                "--initial-advertise-peer-urls", member.peer_url,
+                "--initial-cluster", cluster,
+                "--initial-cluster-state", state,
+                "--initial-cluster-token", self.token,
+                "--heartbeat-interval", "20",
+                "--election-timeout", "200",
+                "--logger", "zap",
+                "--log-level", "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
+    def wait_healthy(self, members: list[EtcdMember] | None = None, timeout: float = 20.0) -> None:
+        """Until every running member (or those given) answers and sees a leader."""
+        waited = members if members is not None else [m for m in self.members if m.running]
+        for member in waited:
+            wait_for(
+                lambda m=member: m.healthy() or not m.running,
+                timeout,
+                f"etcd member {member.name} at {member.client_url} to be healthy; "
+                f"its log: {self.log_tail(member)}",
+            )
+            if not member.running:
+                raise AssertionError(f"etcd member {member.name} exited: {self.log_tail(member)}")
+
+    def log_tail(self, member: EtcdMember) -> str:
+        path = member.data_dir.parent / f"{member.name}.log"
+        return path.read_text(errors="replace")[-600:] if path.exists() else ""
+
+    def kill(self, index: int) -> EtcdMember:
+        """SIGKILL one member, as a machine that loses power."""
+        member = self.members[index]
+        if member.proc is not None and member.proc.poll() is None:
+            member.proc.kill()
+            member.proc.wait(10)
+        return member
+
+    def restart(self, index: int, timeout: float = 20.0) -> EtcdMember:
+        """Start a killed member again on its data folder and wait until it rejoined."""
+        member = self.members[index]
+        self._launch(member, "existing")
+        self.wait_healthy([member], timeout)
+        return member
+
+    def close(self) -> None:
+        for member in self.members:
+            if member.proc is not None and member.proc.poll() is None:
+                member.proc.kill()
+                member.proc.wait(10)
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
