@@ -157,6 +157,8 @@ class BackupManager:
         self._failed_of = failed_of  # the check that failed on a FAILED client
         self._gpu_mismatch_of = gpu_mismatch_of  # why its real GPU is not the show's, or None
         self.lock = asyncio.Lock()
+        # Set by a director that may stand by: why it may not decide now (None: it may).
+        self.refusal: Callable[[], str | None] = lambda: None
         self.waiting: set[str] = set()  # offline or failed, automatic, no backup was ready
 
     @property
@@ -269,6 +271,8 @@ class BackupManager:
     async def takeover(self, name: str, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs to its backup now."""
         async with self.lock:
+            if (standby := self.refusal()) is not None:
+                return Decision(False, standby, self.epoch, "standby")
             try:
                 playout = self.client(name)
                 backup, transfer = self._choose_backup(playout)
@@ -321,6 +325,8 @@ class BackupManager:
     async def move_to(self, name: str, target: str | None, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs from where they play now to `target` (default: home)."""
         async with self.lock:
+            if (standby := self.refusal()) is not None:
+                return Decision(False, standby, self.epoch, "standby")
             try:
                 playout = self.client(name)
                 if not self.backups_for(playout):
@@ -359,6 +365,8 @@ class BackupManager:
 
     async def set_auto(self, name: str, on: bool, trigger: str, by: str = "") -> Decision:
         async with self.lock:
+            if (standby := self.refusal()) is not None:
+                return Decision(False, standby, self.epoch, "standby")
             try:
                 playout = self.client(name)
             except Refused as refused:
@@ -583,7 +591,7 @@ class BackupManager:
         self._emit("alarm", client=name, alarm="state not saved", message=error.message)
 
     async def _tell_agents(self, event: dict) -> None:
-        if self._announce is not None:
+        if self._announce is not None and self.refusal() is None:
             result = self._announce(self.epoch, event)
             if result is not None:
                 await result

@@ -34,6 +34,7 @@ from pxcontrol.loader import DEMO_SHOW, resolve_show_path
 from pxcontrol.output import Output
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid
+from pxcontrol.standby import which_director
 from pxcontrol.state import StateInUse, StateUnusable
 
 cli = typer.Typer(
@@ -118,6 +119,10 @@ def run(
     ] = None,
     osc_port: Annotated[int | None, typer.Option(help="instead of director.osc_port")] = None,
     http_port: Annotated[int | None, typer.Option(help="instead of director.http_port")] = None,
+    as_name: Annotated[
+        str | None,
+        typer.Option("--as", metavar="NAME", help="which of the show's [[directors]] this is"),
+    ] = None,
 ) -> None:
     """Run the director on a show until Ctrl-C."""
     path = resolve_show_path(show)
@@ -125,6 +130,10 @@ def run(
         _warning(f"no show.toml in {Path.cwd()}: running the built-in demo show")
     loaded = _load_or_exit(path)
     _print_problems(loaded.warnings)
+    refusal = which_director(loaded.show, as_name)
+    if refusal is not None:
+        _error(f"{path}: {refusal}")
+        raise typer.Exit(2)
     outputs = _never_block()
 
     async def main() -> Director:
@@ -139,7 +148,13 @@ def run(
         show_event = _print_json_event if json_events else _print_event
         ports = {"heartbeat_port": heartbeat_port, "osc_port": osc_port, "http_port": http_port}
         director = await run_director(
-            loaded, stop, state, on_started=started, on_event=show_event, ports=ports
+            loaded,
+            stop,
+            state,
+            on_started=started,
+            on_event=show_event,
+            ports=ports,
+            as_name=as_name,
         )
         out.print("stopped: modules stopped, sockets closed")
         return director

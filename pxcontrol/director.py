@@ -24,6 +24,7 @@ from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.output import lines_lost
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import ShowWatcher
+from pxcontrol.standby import Standby, director_ports
 from pxcontrol.state import REPLAYING, REPORTED, Intent, StateStore
 from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard
 from pxcontrol.supervisor import Death, Supervisor
@@ -46,6 +47,7 @@ class Director:
         heartbeat_port: int | None = None,
         osc_port: int | None = None,
         http_port: int | None = None,
+        as_name: str | None = None,
     ) -> None:
         self.loaded = loaded
         self.clock = clock
@@ -70,6 +72,17 @@ class Director:
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show), self.store)
         self.board = StatusBoard(self)
+        # With [[directors]]: one of them, in charge only while it holds the etcd lease.
+        self.standby: Standby | None = None
+        self._bind: str | None = None
+        if as_name is not None:
+            self.standby = Standby(show, as_name, self.app.emit, clock)
+            self.app.refusal = self.standby.refusal
+            mine = director_ports(show, as_name)
+            self._bind = mine.bind
+            heartbeat_port = mine.heartbeat_port if heartbeat_port is None else heartbeat_port
+            osc_port = mine.osc_port if osc_port is None else osc_port
+            http_port = mine.http_port if http_port is None else http_port
         self._heartbeat_port = heartbeat_port
         self._osc_port = osc_port
         self.osc = OscBridge(self)
@@ -98,6 +111,8 @@ class Director:
         self.app.events.listen(self._persist)
         self.app.events.listen(self._maybe_retry)
         self.app.events.listen(self._remember_online)
+        if self.standby is not None:  # in charge only once elected: until then it decides nothing
+            self.supervisor.start("director election", self.standby.run)
         self.backup = BackupManager(
             self.show,
             saved,
@@ -108,11 +123,12 @@ class Director:
             failed_of=self.live.failed,
             gpu_mismatch_of=self.live.gpu_mismatch,
         )
+        self.backup.refusal = self.app.refusal
         self.live.confirmations.restore(self.app.events, self.backup.epoch)
         self.mappings.attach()
         await self.app.start()
         director = self.show.director
-        bind = str(director.bind)
+        bind = self._bind or str(director.bind)
         port = director.heartbeat_port if self._heartbeat_port is None else self._heartbeat_port
         async with _listening(bind, port, "heartbeat_port"):
             self.live.on_newer_epoch = self.backup.catch_up
@@ -330,6 +346,8 @@ class Director:
         self.loop_watch.stop()
         await self.web.stop()  # first: open pages hear that the director stops
         await self.supervisor.stop()  # then the rest of its supervised work
+        if self.standby is not None:  # the election ended with it: the lease is given up
+            await self.standby.close()
         if self._restored_check is not None:
             self._restored_check.cancel()
         if self._recovery is not None:
@@ -367,7 +385,23 @@ class Director:
             kernel_stamps=self.live.kernel_stamps,
             restarts=self.supervisor.restarts,
             output_lost=lines_lost(),
+            **self._role(),
         )
+
+    def _role(self) -> dict[str, object]:
+        """Active or standby, and the director in charge (a show without [[directors]]: its
+        one director, always active)."""
+        if self.standby is None:
+            return {}
+        holder = self.standby.in_charge_now()
+        return {
+            "role": str(self.standby.role),
+            "name": self.standby.name,
+            "in_charge": holder.name if holder is not None else "",
+            "in_charge_address": holder.address if holder is not None else "",
+            "term": holder.term if holder is not None else 0,
+            "others": self.standby.others,
+        }
 
     # --- its own faults ---
 
@@ -506,12 +540,13 @@ async def run_director(
     on_event: Callable[[Event], None] | None = None,
     watch: bool = True,
     ports: dict[str, int | None] | None = None,
+    as_name: str | None = None,
 ) -> Director:
     """Run a show until `stop` is set, then stop modules and close sockets in order.
 
     `ports` may override the show's heartbeat_port, osc_port and http_port.
     """
-    director = Director(loaded, state_dir, **(ports or {}))
+    director = Director(loaded, state_dir, **(ports or {}), as_name=as_name)
     if on_event is not None:
         director.app.events.listen(on_event)
     try:
