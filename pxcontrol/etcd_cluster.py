@@ -7,6 +7,7 @@ the system service, with its own data folder. Timings are tuned for loopback
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -19,6 +20,14 @@ from pathlib import Path
 from pxcontrol.processes import wait_for
 
 ETCD = "etcd"
+
+
+def _post(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"{url}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=1.0) as answer:
+        return json.loads(answer.read())
 
 
 def _free_tcp_port(host: str) -> int:
@@ -126,6 +135,49 @@ class EtcdCluster:
     def log_tail(self, member: EtcdMember) -> str:
         path = member.data_dir.parent / f"{member.name}.log"
         return path.read_text(errors="replace")[-600:] if path.exists() else ""
+
+    def leader(self) -> int:
+        """The index of the member that leads now, as the running members report it."""
+        for member in self.members:
+            if not member.running:
+                continue
+            try:
+                status = _post(member.client_url, "/v3/maintenance/status", {})
+            except (OSError, ValueError):
+                continue
+            leader = status.get("leader")
+            for index, other in enumerate(self.members):
+                if (
+                    other.running
+                    and _post(other.client_url, "/v3/maintenance/status", {})
+                    .get("header", {})
+                    .get("member_id")
+                    == leader
+                ):
+                    return index
+        raise AssertionError("no running etcd member names a leader")
+
+    def get(self, key: str) -> dict | None:
+        """A key as the cluster has it (value decoded), from any member that answers."""
+        for member in self.members:
+            if not member.running:
+                continue
+            try:
+                answer = _post(
+                    member.client_url,
+                    "/v3/kv/range",
+                    {"key": base64.b64encode(key.encode()).decode()},
+                )
+            except (OSError, ValueError):
+                continue
+            kvs = answer.get("kvs") or []
+            if not kvs:
+                return None
+            return {
+                "value": base64.b64decode(kvs[0].get("value", "")).decode(),
+                "create_revision": int(kvs[0].get("create_revision", 0)),
+            }
+        raise AssertionError("no etcd member answered")
 
     def kill(self, index: int) -> EtcdMember:
         """SIGKILL one member, as a machine that loses power."""

@@ -1,0 +1,260 @@
+"""Two real directors (`pxcontrol run --as`) on a real three-member etcd: never two in charge.
+
+The directors are subprocesses; the video router is liblo's oscdump, so anything a
+director sends to it is seen from outside. Consoles are oscdump too, subscribed for the
+directors' replies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pxcontrol.etcd_cluster import EtcdCluster
+from pxcontrol.processes import Process, wait_for
+from pxcontrol.testing import free_port
+
+from .conftest import OscDump
+from .etcd_fixtures import etcd, fresh_etcd
+
+__all__ = ["etcd", "fresh_etcd"]
+
+SHOW = """
+[[directors]]
+name = "DirA"
+ip = "127.0.0.1"
+osc_port = {a_osc}
+http_port = {a_http}
+heartbeat_port = {a_heartbeat}
+
+[[directors]]
+name = "DirB"
+ip = "127.0.0.1"
+osc_port = {b_osc}
+http_port = {b_http}
+heartbeat_port = {b_heartbeat}
+
+[redundancy]
+etcd = {etcd}
+lease = 1
+key = "{key}"
+
+[modules.Router]
+type = "osc"
+port = {router}
+"""
+
+_keys = itertools.count(1)
+
+
+class Directors:
+    """A show with two directors, each a `pxcontrol run --as` process of its own."""
+
+    def __init__(self, folder: Path, cluster: EtcdCluster, router: OscDump) -> None:
+        self.folder = folder
+        self.ports = {
+            f"{who}_{key}": free_port(kind)
+            for who in ("a", "b")
+            for key, kind in (
+                ("osc", socket.SOCK_DGRAM),
+                ("http", socket.SOCK_STREAM),
+                ("heartbeat", socket.SOCK_DGRAM),
+            )
+        }
+        text = SHOW
+        self.key = f"test/{os.getpid()}/{next(_keys)}/director"
+        self.cluster = cluster
+        values = {
+            **self.ports,
+            "etcd": "[" + ", ".join(f'"{e}"' for e in cluster.endpoints) + "]",
+            "key": self.key,
+            "router": router.port,
+        }
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", str(value))
+        (folder / "show.toml").write_text(text)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.running: dict[str, Process] = {}
+
+    def start(self, name: str) -> Process:
+        director = Process(
+            [
+                "run", str(self.folder), "--as", name, "--state", str(self.folder / name),
+                "--json-events",
+            ],
+            self.env,
+        )  # fmt: skip
+        self.running[name] = director
+        director.wait_event("show.loaded", timeout=30)
+        return director
+
+    def osc_port(self, name: str) -> int:
+        return self.ports[f"{name[-1].lower()}_osc"]
+
+    def send(self, name: str, address: str, types: str = "", *values: str) -> None:
+        target = f"osc.udp://127.0.0.1:{self.osc_port(name)}"
+        subprocess.run(["oscsend", target, address, types, *values], check=True, timeout=10)
+
+    def subscribe(self, name: str, console: OscDump) -> None:
+        self.send(name, "/pxcontrol/subscribe", "i", str(console.port))
+        console.wait_line(
+            f'/pxcontrol/reply/pxcontrol/subscribe ss "ok" "subscribed 127.0.0.1:{console.port}'
+        )
+
+    def close(self) -> None:
+        for director in self.running.values():
+            director.kill()
+
+
+@pytest.fixture
+def router(osc_receiver) -> OscDump:
+    return osc_receiver()
+
+
+@pytest.fixture
+def console_a(osc_receiver) -> OscDump:
+    return osc_receiver()
+
+
+@pytest.fixture
+def console_b(osc_receiver) -> OscDump:
+    return osc_receiver()
+
+
+@pytest.fixture
+def pair(tmp_path, etcd, router) -> Iterator[Directors]:
+    directors = Directors(tmp_path, etcd, router)
+    yield directors
+    directors.close()
+
+
+def start_both(directors: Directors) -> tuple[Process, Process]:
+    a = directors.start("DirA")
+    active = a.wait_event("director.active", director="DirA")
+    b = directors.start("DirB")
+    standing = b.wait_event("director.standby", director="DirB", active="DirA")
+    assert standing["term"] == active["term"] > 0
+    assert standing["address"] == f"127.0.0.1:{directors.osc_port('DirA')}"
+    return a, b
+
+
+def test_the_standby_refuses_commands_naming_the_active_and_takes_charge_when_it_is_killed(
+    pair: Directors, router: OscDump, console_a: OscDump, console_b: OscDump
+):
+    a, b = start_both(pair)
+    pair.subscribe("DirB", console_b)
+    pair.send("DirB", "/pxcontrol/action", "ss", "Router.Send", "/router/from-b")
+    console_b.wait_line(
+        '/pxcontrol/reply/pxcontrol/action ss "error" "standby: DirA at '
+        f'127.0.0.1:{pair.osc_port("DirA")} is in charge"'
+    )
+    pair.subscribe("DirA", console_a)
+    pair.send("DirA", "/pxcontrol/action", "ss", "Router.Send", "/router/from-a")
+    router.wait_line("/router/from-a")
+    first_term = a.of_kind("director.active")[0]["term"]
+
+    a.signal(signal.SIGKILL)
+    taken = b.wait_event("director.active", director="DirB")
+    assert taken["term"] > first_term
+    pair.send("DirB", "/pxcontrol/action", "ss", "Router.Send", "/router/from-b-now")
+    router.wait_line("/router/from-b-now")
+    # Refused while it stood by: its first command never reached the router.
+    assert not any(
+        "/router/from-b " in line or line.endswith("/router/from-b") for line in router.lines
+    )
+
+
+def test_a_director_paused_past_its_lease_sends_nothing_once_the_standby_took_charge(
+    pair: Directors, router: OscDump, console_a: OscDump
+):
+    a, b = start_both(pair)
+    pair.subscribe("DirA", console_a)
+    a.signal(signal.SIGSTOP)
+    try:
+        b.wait_event("director.active", director="DirB")
+        # Waiting in the paused director's socket: a console's command, as it wakes.
+        pair.send("DirA", "/pxcontrol/action", "ss", "Router.Send", "/router/stale")
+    finally:
+        a.signal(signal.SIGCONT)
+    # Out of charge the moment it woke: it did not yet know who is in charge, and said so.
+    console_a.wait_line(
+        '/pxcontrol/reply/pxcontrol/action ss "error" "standby: DirA is not in charge and does '
+        "not know which director is"
+    )
+    a.wait_event("director.standby", director="DirA", active="DirB")
+    pair.send("DirA", "/pxcontrol/action", "ss", "Router.Send", "/router/stale-again")
+    console_a.wait_line(
+        '/pxcontrol/reply/pxcontrol/action ss "error" "standby: DirB at '
+        f'127.0.0.1:{pair.osc_port("DirB")} is in charge"'
+    )
+    # A later command to look back from: the router heard DirB's, never DirA's.
+    pair.send("DirB", "/pxcontrol/action", "ss", "Router.Send", "/router/fresh")
+    router.wait_line("/router/fresh")
+    assert not any("/router/stale" in line for line in router.lines)
+    assert len(b.of_kind("director.active")) == 1
+    assert len(a.of_kind("director.active")) == 1  # its first tenure only
+
+
+@pytest.fixture
+def own_pair(tmp_path, fresh_etcd, router) -> Iterator[Directors]:
+    directors = Directors(tmp_path, fresh_etcd, router)
+    yield directors
+    directors.close()
+
+
+def test_losing_the_etcd_leader_changes_nothing(own_pair: Directors, router: OscDump):
+    a, b = start_both(own_pair)
+    cluster: EtcdCluster = own_pair.cluster
+    key = own_pair.key
+    held = cluster.get(key)
+    assert held is not None and '"DirA"' in held["value"]
+    killed = cluster.leader()
+    cluster.kill(killed)
+    # Three leases, looked at all along: the key stays DirA's, of the same term.
+    start = time.monotonic()
+    while time.monotonic() - start < 3.0:
+        assert cluster.get(key) == held
+    own_pair.send("DirA", "/pxcontrol/action", "ss", "Router.Send", "/router/still-a")
+    router.wait_line("/router/still-a")
+    assert a.of_kind("director.standby") == [] and a.of_kind("alarm") == []
+    assert b.of_kind("director.active") == [] and b.of_kind("alarm") == []
+
+
+def test_no_quorum_no_director_in_charge_then_exactly_one(own_pair: Directors):
+    a, b = start_both(own_pair)
+    cluster: EtcdCluster = own_pair.cluster
+    cluster.kill(0)
+    cluster.kill(1)
+    a.wait_event("director.standby", director="DirA", active="")
+    for director in (a, b):
+        alarm = director.wait_event("alarm", alarm="no director in charge")
+        assert "no director is in charge of the show" in alarm["message"]
+    after = {name: d.events[-1]["seq"] for name, d in (("DirA", a), ("DirB", b))}
+    cluster.restart(1)
+    back = wait_for(
+        lambda: (
+            a.of_kind("director.active", after["DirA"])
+            + b.of_kind("director.active", after["DirB"])
+        ),
+        20,
+        "a director in charge again",
+    )
+    name = back[0]["director"]
+    other, other_name = (b, "DirB") if name == "DirA" else (a, "DirA")
+    other.wait_event("director.standby", after=after[other_name], active=name)
+    for director in (a, b):
+        director.wait_event("alarm", alarm="director in charge again")
+    # Exactly one took charge.
+    assert (
+        len(a.of_kind("director.active", after["DirA"]))
+        + len(b.of_kind("director.active", after["DirB"]))
+        == 1
+    )
