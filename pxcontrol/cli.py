@@ -514,6 +514,17 @@ def _director_health(row: tuple[Any, ...]) -> Text:
     shed = rest[0] if rest else 0  # from a bridge that sends it
     if shed:
         text.append(f", {shed} event(s) not logged since start", style="red")
+    if len(rest) >= 6 and rest[2]:  # role, name, in charge, its address, term: standby directors
+        role, name, in_charge, address, term = rest[1:6]
+        if role == "active":
+            text.append(f"\n{name}: active, in charge (term {term})", style="bold green")
+        elif in_charge:
+            text.append(
+                f"\n{name}: standby — {in_charge} at {address} is in charge (term {term})",
+                style="bold yellow",
+            )
+        else:
+            text.append(f"\n{name}: standby — no director is in charge", style="bold red")
     return text
 
 

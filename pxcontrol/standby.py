@@ -140,8 +140,8 @@ class Standby:
         if holder is not None:
             return f"standby: {holder.name} at {holder.address} is in charge"
         return (
-            f"standby: no director is in charge ({self.name} cannot reach a quorum of etcd, "
-            "or is between two terms)"
+            f"standby: {self.name} is not in charge and does not know which director is "
+            "(it cannot reach a quorum of etcd, or is looking now)"
         )
 
     async def run(self) -> None:

@@ -16,13 +16,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pxcontrol.etcd_cluster import EtcdCluster
 from pxcontrol.processes import Process, wait_for
 from pxcontrol.testing import free_port
 
-from .conftest import OscDump
+from .conftest import OscDump, pxcontrol
 from .etcd_fixtures import etcd, fresh_etcd
 
 __all__ = ["etcd", "fresh_etcd"]
@@ -161,9 +162,25 @@ def test_the_standby_refuses_commands_naming_the_active_and_takes_charge_when_it
     router.wait_line("/router/from-a")
     first_term = a.of_kind("director.active")[0]["term"]
 
+    # Operators see who is in charge: OSC status, `pxcontrol status`, the page's data.
+    address_a = f"127.0.0.1:{pair.osc_port('DirA')}"
+    pair.send("DirB", "/pxcontrol/status")
+    console_b.wait_line("/pxcontrol/status/director ffiiiissssi ")
+    row = next(line for line in console_b.lines if "/pxcontrol/status/director" in line)
+    assert row.endswith(f'"standby" "DirB" "DirA" "{address_a}" {first_term}'), row
+    shown = pxcontrol("status", "--director", f"127.0.0.1:{pair.osc_port('DirB')}", "--udp")
+    assert f"DirB: standby — DirA at {address_a} is in charge (term {first_term})" in shown.stdout
+    page = httpx.get(f"http://127.0.0.1:{pair.ports['b_http']}/api/status", timeout=5).json()
+    health = page["status"]["director"]
+    assert (health["role"], health["in_charge"], health["others"]) == ("standby", "DirA", ["DirA"])
+
     a.signal(signal.SIGKILL)
     taken = b.wait_event("director.active", director="DirB")
     assert taken["term"] > first_term
+    address_b = f"127.0.0.1:{pair.osc_port('DirB')}"
+    console_b.wait_line(
+        f'/pxcontrol/director/role ssssi "active" "DirB" "DirB" "{address_b}" {taken["term"]}'
+    )
     pair.send("DirB", "/pxcontrol/action", "ss", "Router.Send", "/router/from-b-now")
     router.wait_line("/router/from-b-now")
     # Refused while it stood by: its first command never reached the router.
