@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 
 from pxcontrol.etcd_cluster import EtcdCluster
 from pxcontrol.processes import Process, wait_for
@@ -25,8 +26,9 @@ from pxcontrol.testing import free_port
 
 from .conftest import OscDump, pxcontrol
 from .etcd_fixtures import etcd, fresh_etcd
+from .test_web import browser, page
 
-__all__ = ["etcd", "fresh_etcd"]
+__all__ = ["browser", "etcd", "fresh_etcd", "page"]
 
 SHOW = """
 [[directors]]
@@ -275,3 +277,15 @@ def test_no_quorum_no_director_in_charge_then_exactly_one(own_pair: Directors):
         + len(b.of_kind("director.active", after["DirB"]))
         == 1
     )
+
+
+def test_the_page_top_bar_names_the_director_in_charge(pair: Directors, page: Page):
+    a, b = start_both(pair)
+    page.goto(f"http://127.0.0.1:{pair.ports['b_http']}/")
+    role = page.locator("#director-role")
+    expect(role).to_have_text(
+        f"DirB STANDBY · DirA at 127.0.0.1:{pair.osc_port('DirA')} is in charge"
+    )
+    a.signal(signal.SIGKILL)
+    taken = b.wait_event("director.active", director="DirB")
+    expect(role).to_have_text(f"DirB active · term {taken['term']} · standby: DirA")
