@@ -7,14 +7,9 @@ directors' replies.
 
 from __future__ import annotations
 
-import itertools
-import os
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,99 +17,13 @@ from playwright.sync_api import Page, expect
 
 from pxcontrol.etcd_cluster import EtcdCluster
 from pxcontrol.processes import Process, wait_for
-from pxcontrol.testing import free_port
+from pxcontrol.standby_rig import Directors
 
 from .conftest import OscDump, pxcontrol
 from .etcd_fixtures import etcd, fresh_etcd
 from .test_web import browser, page
 
 __all__ = ["browser", "etcd", "fresh_etcd", "page"]
-
-SHOW = """
-[[directors]]
-name = "DirA"
-ip = "127.0.0.1"
-osc_port = {a_osc}
-http_port = {a_http}
-heartbeat_port = {a_heartbeat}
-
-[[directors]]
-name = "DirB"
-ip = "127.0.0.1"
-osc_port = {b_osc}
-http_port = {b_http}
-heartbeat_port = {b_heartbeat}
-
-[redundancy]
-etcd = {etcd}
-lease = 1
-key = "{key}"
-
-[modules.Router]
-type = "osc"
-port = {router}
-"""
-
-_keys = itertools.count(1)
-
-
-class Directors:
-    """A show with two directors, each a `pxcontrol run --as` process of its own."""
-
-    def __init__(self, folder: Path, cluster: EtcdCluster, router: OscDump) -> None:
-        self.folder = folder
-        self.ports = {
-            f"{who}_{key}": free_port(kind)
-            for who in ("a", "b")
-            for key, kind in (
-                ("osc", socket.SOCK_DGRAM),
-                ("http", socket.SOCK_STREAM),
-                ("heartbeat", socket.SOCK_DGRAM),
-            )
-        }
-        text = SHOW
-        self.key = f"test/{os.getpid()}/{next(_keys)}/director"
-        self.cluster = cluster
-        values = {
-            **self.ports,
-            "etcd": "[" + ", ".join(f'"{e}"' for e in cluster.endpoints) + "]",
-            "key": self.key,
-            "router": router.port,
-        }
-        for key, value in values.items():
-            text = text.replace("{" + key + "}", str(value))
-        (folder / "show.toml").write_text(text)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.running: dict[str, Process] = {}
-
-    def start(self, name: str) -> Process:
-        director = Process(
-            [
-                "run", str(self.folder), "--as", name, "--state", str(self.folder / name),
-                "--json-events",
-            ],
-            self.env,
-        )  # fmt: skip
-        self.running[name] = director
-        director.wait_event("show.loaded", timeout=30)
-        return director
-
-    def osc_port(self, name: str) -> int:
-        return self.ports[f"{name[-1].lower()}_osc"]
-
-    def send(self, name: str, address: str, types: str = "", *values: str) -> None:
-        target = f"osc.udp://127.0.0.1:{self.osc_port(name)}"
-        subprocess.run(["oscsend", target, address, types, *values], check=True, timeout=10)
-
-    def subscribe(self, name: str, console: OscDump) -> None:
-        self.send(name, "/pxcontrol/subscribe", "i", str(console.port))
-        console.wait_line(
-            f'/pxcontrol/reply/pxcontrol/subscribe ss "ok" "subscribed 127.0.0.1:{console.port}'
-        )
-
-    def close(self) -> None:
-        for director in self.running.values():
-            director.kill()
 
 
 @pytest.fixture
@@ -132,9 +41,16 @@ def console_b(osc_receiver) -> OscDump:
     return osc_receiver()
 
 
+def subscribe(directors: Directors, name: str, console: OscDump) -> None:
+    directors.send(name, "/pxcontrol/subscribe", "i", str(console.port))
+    console.wait_line(
+        f'/pxcontrol/reply/pxcontrol/subscribe ss "ok" "subscribed 127.0.0.1:{console.port}'
+    )
+
+
 @pytest.fixture
 def pair(tmp_path, etcd, router) -> Iterator[Directors]:
-    directors = Directors(tmp_path, etcd, router)
+    directors = Directors(tmp_path, etcd, router.port)
     yield directors
     directors.close()
 
@@ -153,13 +69,13 @@ def test_the_standby_refuses_commands_naming_the_active_and_takes_charge_when_it
     pair: Directors, router: OscDump, console_a: OscDump, console_b: OscDump
 ):
     a, b = start_both(pair)
-    pair.subscribe("DirB", console_b)
+    subscribe(pair, "DirB", console_b)
     pair.send("DirB", "/pxcontrol/action", "ss", "Router.Send", "/router/from-b")
     console_b.wait_line(
         '/pxcontrol/reply/pxcontrol/action ss "error" "standby: DirA at '
         f'127.0.0.1:{pair.osc_port("DirA")} is in charge"'
     )
-    pair.subscribe("DirA", console_a)
+    subscribe(pair, "DirA", console_a)
     pair.send("DirA", "/pxcontrol/action", "ss", "Router.Send", "/router/from-a")
     router.wait_line("/router/from-a")
     first_term = a.of_kind("director.active")[0]["term"]
@@ -172,7 +88,7 @@ def test_the_standby_refuses_commands_naming_the_active_and_takes_charge_when_it
     assert row.endswith(f'"standby" "DirB" "DirA" "{address_a}" {first_term}'), row
     shown = pxcontrol("status", "--director", f"127.0.0.1:{pair.osc_port('DirB')}", "--udp")
     assert f"DirB: standby — DirA at {address_a} is in charge (term {first_term})" in shown.stdout
-    page = httpx.get(f"http://127.0.0.1:{pair.ports['b_http']}/api/status", timeout=5).json()
+    page = httpx.get(f"http://127.0.0.1:{pair.http_port('DirB')}/api/status", timeout=5).json()
     health = page["status"]["director"]
     assert (health["role"], health["in_charge"], health["others"]) == ("standby", "DirA", ["DirA"])
 
@@ -195,7 +111,7 @@ def test_a_director_paused_past_its_lease_sends_nothing_once_the_standby_took_ch
     pair: Directors, router: OscDump, console_a: OscDump
 ):
     a, b = start_both(pair)
-    pair.subscribe("DirA", console_a)
+    subscribe(pair, "DirA", console_a)
     a.signal(signal.SIGSTOP)
     try:
         b.wait_event("director.active", director="DirB")
@@ -224,7 +140,7 @@ def test_a_director_paused_past_its_lease_sends_nothing_once_the_standby_took_ch
 
 @pytest.fixture
 def own_pair(tmp_path, fresh_etcd, router) -> Iterator[Directors]:
-    directors = Directors(tmp_path, fresh_etcd, router)
+    directors = Directors(tmp_path, fresh_etcd, router.port)
     yield directors
     directors.close()
 
@@ -281,7 +197,7 @@ def test_no_quorum_no_director_in_charge_then_exactly_one(own_pair: Directors):
 
 def test_the_page_top_bar_names_the_director_in_charge(pair: Directors, page: Page):
     a, b = start_both(pair)
-    page.goto(f"http://127.0.0.1:{pair.ports['b_http']}/")
+    page.goto(f"http://127.0.0.1:{pair.http_port('DirB')}/")
     role = page.locator("#director-role")
     expect(role).to_have_text(
         f"DirB STANDBY · DirA at 127.0.0.1:{pair.osc_port('DirA')} is in charge"
