@@ -169,6 +169,8 @@ class Director:
     async def _recover(self, unfinished: list[Intent]) -> None:
         """Takeovers whose mapped actions never completed before the last stop: say so, and
         run again, once, those the show marks replay_on_recovery."""
+        if self.standby is not None:
+            await self.standby.charged.wait()  # a standby runs no action: not even a replay
         for intent in unfinished:
             mapping = next((m for m in self.mappings.mappings if m.name == intent.mapping), None)
             replay = (
@@ -338,6 +340,9 @@ class Director:
         ]
         if new.osc.feedback != old.osc.feedback:
             later.append("osc.feedback")
+        later += [
+            key for key in ("directors", "redundancy") if getattr(new, key) != getattr(old, key)
+        ]
         if later:
             parts.append("restart the director to apply: " + ", ".join(later))
         return "; ".join(parts)

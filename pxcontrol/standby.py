@@ -110,6 +110,7 @@ class Standby:
             clock,
         )
         self._leaderless: asyncio.TimerHandle | None = None
+        self.charged = asyncio.Event()  # set while this director has taken charge
         self.alarmed = False  # the "no director in charge" alarm is up
 
     # --- asked by the director ---
@@ -156,8 +157,10 @@ class Standby:
 
     def _changed(self, role: Role, holder: Holder | None, why: str) -> None:
         if role is Role.ACTIVE:
+            self.charged.set()
             self._emit("director.active", director=self.name, address=self.address, term=self.term)
         else:
+            self.charged.clear()
             self._emit(
                 "director.standby",
                 director=self.name,

@@ -205,3 +205,13 @@ def test_the_page_top_bar_names_the_director_in_charge(pair: Directors, page: Pa
     a.signal(signal.SIGKILL)
     taken = b.wait_event("director.active", director="DirB")
     expect(role).to_have_text(f"DirB active · term {taken['term']} · standby: DirA")
+
+
+def test_an_edit_of_the_directors_or_etcd_asks_for_a_restart(pair: Directors):
+    a = pair.start("DirA")
+    a.wait_event("director.active", director="DirA")
+    show = pair.folder / "show.toml"
+    show.write_text(show.read_text().replace("lease = 1", "lease = 2"))
+    reloaded = a.wait_event("show.reloaded")
+    assert "restart the director to apply: redundancy" in reloaded["message"]
+    assert a.of_kind("director.standby") == []  # the running election goes on as it was
