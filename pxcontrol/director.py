@@ -113,6 +113,7 @@ class Director:
         self.app.events.listen(self._remember_online)
         if self.standby is not None:  # in charge only once elected: until then it decides nothing
             self.supervisor.start("director election", self.standby.run)
+            self.supervisor.start("directors and etcd watch", self.standby.look_around)
         self.backup = BackupManager(
             self.show,
             saved,

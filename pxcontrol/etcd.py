@@ -123,6 +123,19 @@ class Etcd:
                 raise EtcdError(f"etcd refused {path}: {_error_of(answer)}")
             return answer.json()
 
+    async def member_status(self, endpoint: str, timeout: float) -> dict:
+        """Ask one member, and only it, how it is (its leader, its raft term): for alarms on
+        a lost member. Raises EtcdUnavailable when it does not answer in time."""
+        try:
+            answer = await asyncio.wait_for(
+                self._http.post(f"{endpoint}/v3/maintenance/status", json={}), timeout
+            )
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
+            raise EtcdUnavailable(f"{endpoint}: {type(exc).__name__} {exc}".strip()) from None
+        if answer.status_code != 200:
+            raise EtcdUnavailable(f"{endpoint}: {answer.status_code} {_error_of(answer)}")
+        return answer.json()
+
     def _next(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
 
@@ -156,6 +169,18 @@ class Etcd:
         answer = await self._call("/v3/kv/range", {"key": _b64(key)}, timeout)
         kvs = answer.get("kvs") or []
         return _kv(kvs[0]) if kvs else None
+
+    async def put(self, key: str, value: str, lease: int, timeout: float | None = None) -> None:
+        await self._call(
+            "/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": lease}, timeout
+        )
+
+    async def get_prefix(self, prefix: str, timeout: float | None = None) -> list[KeyValue]:
+        """Every key that starts with `prefix`, in key order (a linearizable read)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = {"key": _b64(prefix), "range_end": _b64(end)}
+        answer = await self._call("/v3/kv/range", body, timeout)
+        return [_kv(raw) for raw in answer.get("kvs") or []]
 
     async def create(
         self, key: str, value: str, lease: int, timeout: float | None = None

@@ -4,7 +4,8 @@
 answers the rest of the director: is it in charge now (read from the clock at every
 ask), what to say when it is not, who is. It turns role changes into events
 (`director.active`, `director.standby`) and raises the alarm when no director has been
-in charge for a whole lease (etcd's quorum lost), and says so when one is again.
+in charge for a whole lease (etcd's quorum lost), and says so when one is again; its
+watch (pxcontrol.standby_watch) says when another director or an etcd member is lost.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from pxcontrol.election import Election, Holder, Role, Timing
 from pxcontrol.etcd import Etcd
 from pxcontrol.show import DirectorDecl, ShowFile
+from pxcontrol.standby_watch import StandbyWatch
 
 log = logging.getLogger("pxcontrol.standby")
 
@@ -109,6 +111,15 @@ class Standby:
             self._changed,
             clock,
         )
+        self.watch = StandbyWatch(
+            self.etcd,
+            redundancy.key,
+            name,
+            self.address,
+            self.others,
+            self.timing.lease,
+            emit,
+        )
         self._leaderless: asyncio.TimerHandle | None = None
         self.charged = asyncio.Event()  # set while this director has taken charge
         self.alarmed = False  # the "no director in charge" alarm is up
@@ -147,6 +158,10 @@ class Standby:
 
     async def run(self) -> None:
         await self.election.run()
+
+    async def look_around(self) -> None:
+        """The other directors and the etcd members: alarms when one is lost or back."""
+        await self.watch.run()
 
     async def close(self) -> None:
         if self._leaderless is not None:

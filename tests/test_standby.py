@@ -159,8 +159,16 @@ def test_losing_the_etcd_leader_changes_nothing(own_pair: Directors, router: Osc
         assert cluster.get(key) == held
     own_pair.send("DirA", "/pxcontrol/action", "ss", "Router.Send", "/router/still-a")
     router.wait_line("/router/still-a")
-    assert a.of_kind("director.standby") == [] and a.of_kind("alarm") == []
-    assert b.of_kind("director.active") == [] and b.of_kind("alarm") == []
+    assert a.of_kind("director.standby") == [] and b.of_kind("director.active") == []
+    # Each director says the member is lost, and nothing else.
+    lost = cluster.members[killed].client_url
+    for director in (a, b):
+        alarm = director.wait_event("alarm", alarm="etcd member lost", endpoint=lost)
+        assert "2 of 3 answer. The show goes on, and survives no further loss" in alarm["message"]
+        assert [e["alarm"] for e in director.of_kind("alarm")] == ["etcd member lost"]
+    cluster.restart(killed)
+    for director in (a, b):
+        director.wait_event("alarm", alarm="etcd member back", endpoint=lost)
 
 
 def test_no_quorum_no_director_in_charge_then_exactly_one(own_pair: Directors):
@@ -215,3 +223,15 @@ def test_an_edit_of_the_directors_or_etcd_asks_for_a_restart(pair: Directors):
     reloaded = a.wait_event("show.reloaded")
     assert "restart the director to apply: redundancy" in reloaded["message"]
     assert a.of_kind("director.standby") == []  # the running election goes on as it was
+
+
+def test_a_lost_standby_is_an_alarm_on_the_active_and_so_is_its_return(pair: Directors):
+    a, b = start_both(pair)
+    # Heard once before it is lost: the active's watch has seen its presence.
+    b.signal(signal.SIGKILL)
+    alarm = a.wait_event("alarm", alarm="director lost", director="DirB")
+    assert "director DirB is no longer heard by etcd" in alarm["message"]
+    b = pair.start("DirB")
+    b.wait_event("director.standby", director="DirB", active="DirA")
+    a.wait_event("alarm", alarm="director back", director="DirB")
+    assert a.of_kind("director.standby") == []
