@@ -91,6 +91,14 @@ def test_the_standby_refuses_commands_naming_the_active_and_takes_charge_when_it
     page = httpx.get(f"http://127.0.0.1:{pair.http_port('DirB')}/api/status", timeout=5).json()
     health = page["status"]["director"]
     assert (health["role"], health["in_charge"], health["others"]) == ("standby", "DirA", ["DirA"])
+    refused = httpx.post(
+        f"http://127.0.0.1:{pair.http_port('DirB')}/api/backup/switch",
+        json={"client": "Playout1"},
+        timeout=5,
+    )
+    assert refused.status_code == 409
+    assert refused.json()["reason"] == "standby"  # the decision as data, for scripts
+    assert refused.json()["message"] == f"standby: DirA at {address_a} is in charge"
 
     a.signal(signal.SIGKILL)
     taken = b.wait_event("director.active", director="DirB")
