@@ -76,7 +76,7 @@ class Director:
         self.standby: Standby | None = None
         self._bind: str | None = None
         if as_name is not None:
-            self.standby = Standby(show, as_name, self.app.emit, clock)
+            self.standby = Standby(show, as_name, self.app.emit)  # its own clock: see election
             self.app.refusal = self.standby.refusal
             mine = director_ports(show, as_name)
             self._bind = mine.bind

@@ -29,6 +29,16 @@ from pxcontrol.etcd import Etcd, EtcdError, EtcdUnavailable, KeyValue
 log = logging.getLogger("pxcontrol.election")
 
 
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+#: The clock of a tenure. Linux's monotonic clock stops while the machine is suspended (a
+#: laptop lid, a paused VM): a director that resumed would think its lease still ran.
+#: CLOCK_BOOTTIME counts the suspended time too. Elsewhere, the monotonic clock.
+tenure_clock: Callable[[], float] = _boottime if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+
+
 class Role(StrEnum):
     ACTIVE = "active"  # this director holds the lease and commands
     STANDBY = "standby"  # another one does, or none can (etcd unreachable)
@@ -57,7 +67,7 @@ class Holder:
 class Tenure:
     """The holder's own deadline: in charge until `sent + ttl - margin` of the last renewal."""
 
-    def __init__(self, margin: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, margin: float, clock: Callable[[], float] = tenure_clock) -> None:
         self.margin = margin
         self.clock = clock
         self.deadline = -math.inf
@@ -105,7 +115,7 @@ class Election:
         me: Holder,
         timing: Timing,
         changed: Callable[[Role, Holder | None, str], None],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = tenure_clock,
     ) -> None:
         self.etcd = etcd
         self.key = key

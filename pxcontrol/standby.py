@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pxcontrol.election import Election, Holder, Role, Timing
+from pxcontrol.election import Election, Holder, Role, Timing, tenure_clock
 from pxcontrol.etcd import Etcd
 from pxcontrol.show import DirectorDecl, ShowFile
 from pxcontrol.standby_watch import StandbyWatch
@@ -88,7 +87,7 @@ class Standby:
         show: ShowFile,
         name: str,
         emit: Callable[..., Any],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = tenure_clock,
     ) -> None:
         decl = show.director_named(name)
         if decl is None or show.redundancy is None:

@@ -235,7 +235,9 @@ def test_an_edit_of_the_directors_or_etcd_asks_for_a_restart(pair: Directors):
 
 def test_a_lost_standby_is_an_alarm_on_the_active_and_so_is_its_return(pair: Directors):
     a, b = start_both(pair)
-    # Heard once before it is lost: the active's watch has seen its presence.
+    # Heard before it is lost: its presence key lasts two leases, and the active looks
+    # every lease, so the active sees it at least once.
+    wait_for(lambda: pair.cluster.get(f"{pair.key}/present/DirB"), 10, "DirB's presence")
     b.signal(signal.SIGKILL)
     alarm = a.wait_event("alarm", alarm="director lost", director="DirB")
     assert "director DirB is no longer heard by etcd" in alarm["message"]
