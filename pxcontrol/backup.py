@@ -159,6 +159,10 @@ class BackupManager:
         self.lock = asyncio.Lock()
         # Set by a director that may stand by: why it may not decide now (None: it may).
         self.refusal: Callable[[], str | None] = lambda: None
+        # Set with standby directors: every decision is also written there (etcd), or not made.
+        self.also_save: Callable[[int, dict[str, str], dict[str, bool]], Awaitable[None]] | None = (
+            None
+        )
         self.waiting: set[str] = set()  # offline or failed, automatic, no backup was ready
 
     @property
@@ -568,6 +572,16 @@ class BackupManager:
     async def _save(self) -> None:
         if self._store is not None:
             await self._store.save(self.epoch, self.placement, self.auto_override)
+        if self.also_save is not None:
+            await self.also_save(self.epoch, self.placement, self.auto_override)
+
+    def adopt(self, epoch: int, placement: dict[str, str], auto: dict[str, bool]) -> None:
+        """Take the state another director left (standby directors), as a start restores it."""
+        self.epoch = epoch
+        self.placement = {c.name: c.name for c in self.playouts()}
+        self.placement.update({k: v for k, v in placement.items() if k in self.placement})
+        self.auto_override = dict(auto)
+        self._saved_placement = dict(self.placement)
 
     async def _save_or_roll_back(
         self, name: str, trigger: str, by: str, action: str

@@ -111,9 +111,6 @@ class Director:
         self.app.events.listen(self._persist)
         self.app.events.listen(self._maybe_retry)
         self.app.events.listen(self._remember_online)
-        if self.standby is not None:  # in charge only once elected: until then it decides nothing
-            self.supervisor.start("director election", self.standby.run)
-            self.supervisor.start("directors and etcd watch", self.standby.look_around)
         self.backup = BackupManager(
             self.show,
             saved,
@@ -125,6 +122,11 @@ class Director:
             gpu_mismatch_of=self.live.gpu_mismatch,
         )
         self.backup.refusal = self.app.refusal
+        if self.standby is not None:  # in charge only once elected: until then it decides nothing
+            self.backup.also_save = self.standby.state.save
+            self.standby.take_over_state = self._take_over_state
+            self.supervisor.start("director election", self.standby.run)
+            self.supervisor.start("directors and etcd watch", self.standby.look_around)
         self.live.confirmations.restore(self.app.events, self.backup.epoch)
         self.mappings.attach()
         await self.app.start()
@@ -166,6 +168,24 @@ class Director:
             self._recovery = asyncio.get_running_loop().create_task(
                 self._recover(saved.unfinished), name="unconfirmed takeover actions"
             )
+
+    async def _take_over_state(self) -> None:
+        """Elected: the show's state from etcd, as the last director in charge left it (the
+        first one in charge puts its own there)."""
+        assert self.standby is not None and self.backup is not None
+        shared = await self.standby.state.load(timeout=self.standby.timing.lease / 2)
+        async with self.backup.lock:
+            backup = self.backup
+            if shared is None:
+                await self.standby.state.save(backup.epoch, backup.placement, backup.auto_override)
+                return
+            backup.adopt(shared.epoch, shared.placement, shared.auto)
+            try:  # this director's own copy, beside its event log
+                await self.store.save(backup.epoch, backup.placement, backup.auto_override)
+            except Exception as exc:
+                log.error("could not keep a copy of the show's state on disk: %s", exc)
+        self.board.touch_all()
+        await self.live.announce(self.backup.epoch, None)
 
     async def _recover(self, unfinished: list[Intent]) -> None:
         """Takeovers whose mapped actions never completed before the last stop: say so, and

@@ -23,6 +23,8 @@ import httpx
 #: A member that does not answer within this share of the budget gives way to the next.
 ATTEMPT_SHARE = 0.5
 MIN_ATTEMPT = 0.05
+#: After every member refused at once (nothing listens), a pause before the next round.
+ROUND_PAUSE = 0.02
 
 
 class EtcdUnavailable(Exception):
@@ -104,13 +106,16 @@ class Etcd:
                     f"no etcd member answered {path} within {budget:g} s: "
                     + "; ".join(failures[-len(self.endpoints) :])
                 )
+            if tried and tried % len(self.endpoints) == 0:
+                await asyncio.sleep(min(ROUND_PAUSE, left))
             endpoint = self.endpoints[self._current]
             tried += 1
             try:
                 # httpx's timeout bounds each step (connect, read …); this bounds the whole.
-                answer = await asyncio.wait_for(
-                    self._http.post(f"{endpoint}{path}", json=body), min(left, per_attempt)
-                )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that comes as the call ends, and a stopping director then never stops.
+                async with asyncio.timeout(min(left, per_attempt)):
+                    answer = await self._http.post(f"{endpoint}{path}", json=body)
             except (TimeoutError, httpx.HTTPError, OSError) as exc:
                 failures.append(f"{endpoint}: {type(exc).__name__} {exc}".strip())
                 self._next()
@@ -127,9 +132,8 @@ class Etcd:
         """Ask one member, and only it, how it is (its leader, its raft term): for alarms on
         a lost member. Raises EtcdUnavailable when it does not answer in time."""
         try:
-            answer = await asyncio.wait_for(
-                self._http.post(f"{endpoint}/v3/maintenance/status", json={}), timeout
-            )
+            async with asyncio.timeout(timeout):
+                answer = await self._http.post(f"{endpoint}/v3/maintenance/status", json={})
         except (TimeoutError, httpx.HTTPError, OSError) as exc:
             raise EtcdUnavailable(f"{endpoint}: {type(exc).__name__} {exc}".strip()) from None
         if answer.status_code != 200:
@@ -181,6 +185,19 @@ class Etcd:
         body = {"key": _b64(prefix), "range_end": _b64(end)}
         answer = await self._call("/v3/kv/range", body, timeout)
         return [_kv(raw) for raw in answer.get("kvs") or []]
+
+    async def put_if_created_at(
+        self, guard: str, revision: int, key: str, value: str, timeout: float | None = None
+    ) -> bool:
+        """Put `key` only while `guard` exists as created at `revision` (a fencing token: a
+        director writes the show's state only while its own election key stands)."""
+        body = {
+            "compare": [{"key": _b64(guard), "target": "CREATE", "create_revision": str(revision)}],
+            "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
+            "failure": [],
+        }
+        answer = await self._call("/v3/kv/txn", body, timeout)
+        return bool(answer.get("succeeded"))
 
     async def create(
         self, key: str, value: str, lease: int, timeout: float | None = None

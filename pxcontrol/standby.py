@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pxcontrol.election import Election, Holder, Role, Timing, tenure_clock
-from pxcontrol.etcd import Etcd
+from pxcontrol.etcd import Etcd, EtcdError, EtcdUnavailable
 from pxcontrol.show import DirectorDecl, ShowFile
+from pxcontrol.standby_state import StateInEtcd
 from pxcontrol.standby_watch import StandbyWatch
+from pxcontrol.state import StateNotSaved
 
 log = logging.getLogger("pxcontrol.standby")
 
@@ -119,18 +121,24 @@ class Standby:
             self.timing.lease,
             emit,
         )
+        self.state = StateInEtcd(self.etcd, name, self._charge, redundancy.key)
+        # Set by the director: bring the show's state from etcd (or put its own there).
+        self.take_over_state: Callable[[], Awaitable[None]] | None = None
+        self.ready_term = 0  # the term whose state is in hand: until then, nothing is decided
+        self._taking: asyncio.Task[None] | None = None
         self._leaderless: asyncio.TimerHandle | None = None
-        self.charged = asyncio.Event()  # set while this director has taken charge
+        self.charged = asyncio.Event()  # set while this director is in charge, state in hand
         self.alarmed = False  # the "no director in charge" alarm is up
 
     # --- asked by the director ---
 
     def in_charge(self) -> bool:
-        return self.election.in_charge()
+        """Holding the lease, with the show's state in hand."""
+        return self.election.in_charge() and self.ready_term == self.election.term
 
     @property
     def role(self) -> Role:
-        return self.election.role
+        return Role.ACTIVE if self.in_charge() else Role.STANDBY
 
     @property
     def term(self) -> int:
@@ -147,6 +155,8 @@ class Standby:
         """None when this director may command; else what a console is answered."""
         if self.in_charge():
             return None
+        if self.election.in_charge():
+            return f"standby: {self.name} is taking charge (reading the show's state from etcd)"
         holder = self.election.other()
         if holder is not None:
             return f"standby: {holder.name} at {holder.address} is in charge"
@@ -165,14 +175,17 @@ class Standby:
     async def close(self) -> None:
         if self._leaderless is not None:
             self._leaderless.cancel()
+        if self._taking is not None:
+            self._taking.cancel()
         await self.etcd.close()
 
     # --- told by the election ---
 
     def _changed(self, role: Role, holder: Holder | None, why: str) -> None:
         if role is Role.ACTIVE:
-            self.charged.set()
-            self._emit("director.active", director=self.name, address=self.address, term=self.term)
+            self._taking = asyncio.get_running_loop().create_task(
+                self._take_charge(self.election.term), name="take charge"
+            )
         else:
             self.charged.clear()
             self._emit(
@@ -201,6 +214,27 @@ class Standby:
                 message=f"{holder.name} at {holder.address} is in charge again (term "
                 f"{holder.term}); this is {self.name}, {role}",
             )
+
+    def _charge(self) -> tuple[int, float]:
+        election = self.election
+        return (election.term, election.tenure.left()) if election.in_charge() else (0, 0.0)
+
+    async def _take_charge(self, term: int) -> None:
+        """The lease is ours: the show's state first, then in charge (and say so)."""
+        while self.election.in_charge() and self.election.term == term:
+            try:
+                if self.take_over_state is not None:
+                    await self.take_over_state()
+            except (EtcdUnavailable, EtcdError, StateNotSaved) as exc:
+                log.warning("%s holds the lease but not yet the show's state: %s", self.name, exc)
+                await asyncio.sleep(self.timing.poll_every)
+                continue
+            if not (self.election.in_charge() and self.election.term == term):
+                return
+            self.ready_term = term
+            self.charged.set()
+            self._emit("director.active", director=self.name, address=self.address, term=term)
+            return
 
     def _nobody_in_charge(self) -> None:
         self._leaderless = None

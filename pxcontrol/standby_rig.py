@@ -49,8 +49,14 @@ class Directors:
     """A show with two directors, DirA and DirB, each a `pxcontrol run --as` process."""
 
     def __init__(
-        self, folder: Path, cluster: EtcdCluster, router_port: int, lease: int = 1
+        self,
+        folder: Path,
+        cluster: EtcdCluster,
+        router_port: int,
+        lease: int = 1,
+        extra: str = "",
     ) -> None:
+        """`extra` is more of the show (clients, mappings), appended as written."""
         self.folder = folder
         self.cluster = cluster
         self.key = f"test/{os.getpid()}/{next(_keys)}/director"  # one election per show
@@ -73,7 +79,7 @@ class Directors:
         text = SHOW
         for key, value in values.items():
             text = text.replace("{" + key + "}", str(value))
-        (folder / "show.toml").write_text(text)
+        (folder / "show.toml").write_text(text + extra)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.running: dict[str, Process] = {}
 
@@ -96,6 +102,21 @@ class Directors:
 
     def osc_port(self, name: str) -> int:
         return self.ports[f"{name[-1].lower()}_osc"]
+
+    def heartbeat_port(self, name: str) -> int:
+        return self.ports[f"{name[-1].lower()}_heartbeat"]
+
+    def start_agent(self, client: str, ip: str, director: str) -> Process:
+        """A client's agent, heartbeating to one director (agents know one director yet)."""
+        agent = Process(
+            [
+                "agent", "--name", client, "--director",
+                f"127.0.0.1:{self.heartbeat_port(director)}", "--bind", ip, "--json-events",
+            ],
+            self.env,
+        )  # fmt: skip
+        self.running[f"agent {client}"] = agent
+        return agent
 
     def http_port(self, name: str) -> int:
         return self.ports[f"{name[-1].lower()}_http"]

@@ -11,9 +11,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import pytest
+
 from pxcontrol.election import Election, Holder, Role, Tenure, Timing
 from pxcontrol.etcd import Etcd
 from pxcontrol.etcd_cluster import EtcdCluster
+from pxcontrol.standby_state import StateInEtcd
+from pxcontrol.state import StateNotSaved
 
 from .conftest import async_wait_for
 from .etcd_fixtures import etcd
@@ -46,6 +50,16 @@ def test_a_tenure_ends_a_margin_before_the_lease_counted_from_when_the_renewal_w
     assert tenure.deadline == 101.25
     tenure.end()
     assert not tenure.in_charge()
+
+
+class JumpingClock:
+    """The real clock, plus the jumps a test makes (a process that wakes from a pause)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
 
 
 class Seen:
@@ -112,16 +126,16 @@ async def test_a_director_whose_clock_passed_its_deadline_is_out_of_charge_befor
 ):
     """A director that wakes from a pause: its clock jumped. Nothing of it runs in between,
     yet it is out of charge the instant it asks, and then gives its lease up."""
-    clock = TurnedClock(time.monotonic())
+    clock = JumpingClock()
     async with running(etcd, "DirA", "show3/director", clock) as (a, seen):
         await async_wait_for(a.in_charge, 10, "DirA in charge")
-        clock.now += 0.75  # exactly lease - margin after the last renewal at the latest
+        clock.offset += 0.75  # lease - margin: past the deadline of any renewal sent before
         assert not a.in_charge()
         assert a.role is Role.STANDBY
-        await async_wait_for(
-            lambda: seen.changes[-1][1] is Role.STANDBY and a.lease == 0, 5, "DirA to step down"
+        stepped_down = await async_wait_for(
+            lambda: [c for c in seen.changes if c[1] is Role.STANDBY], 5, "DirA to step down"
         )
-        assert "could not be renewed in time" in seen.changes[-1][3]
+        assert "could not be renewed in time" in stepped_down[0][3]
 
 
 async def test_cut_from_etcd_the_holder_is_out_of_charge_before_the_standby_takes_it(
@@ -139,3 +153,39 @@ async def test_cut_from_etcd_the_holder_is_out_of_charge_before_the_standby_take
             assert a.tenure.deadline == -float("inf")  # it ended
             assert out_a < in_b
             assert b.term > 0 and b.other() is None
+
+
+async def test_the_shared_state_refuses_a_director_whose_key_is_gone_whatever_its_clock(
+    etcd: EtcdCluster,
+):
+    """etcd fences the state: a director that still believes itself in charge (its clock
+    lagged, it woke late) cannot overwrite what the director now in charge wrote."""
+    clients: list[Etcd] = []
+    try:
+        await _fenced_state(etcd, clients)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def _fenced_state(etcd: EtcdCluster, clients: list[Etcd]) -> None:
+    async with AsyncExitStack() as stack:
+        a, _ = await stack.enter_async_context(running(etcd, "DirA", "show5/director"))
+        await async_wait_for(a.in_charge, 10, "DirA in charge")
+        term_a = a.term
+        own = Etcd(etcd.endpoints)  # DirA's connection, kept after its election ends
+        clients.append(own)
+        believes = StateInEtcd(own, "DirA", lambda: (term_a, 10.0), "show5/director")
+        await believes.save(1, {"Playout1": "Backup1"}, {})
+        async with running(etcd, "DirB", "show5/director") as (b, _):
+            await stack.aclose()  # DirA is gone; what it believed is not
+            await async_wait_for(b.in_charge, 10, "DirB in charge")
+            now = StateInEtcd(b.etcd, "DirB", lambda: (b.term, b.tenure.left()), "show5/director")
+            first = await now.load(timeout=1.0)
+            assert first is not None and (first.epoch, first.by) == (1, "DirA")
+            await now.save(2, {"Playout1": "Playout1"}, {"Playout1": False})
+            with pytest.raises(StateNotSaved, match=f"its election key of term {term_a} is gone"):
+                await believes.save(3, {"Playout1": "Backup1"}, {})
+            kept = await now.load(timeout=1.0)
+            assert kept is not None
+            assert (kept.epoch, kept.placement, kept.by) == (2, {"Playout1": "Playout1"}, "DirB")
