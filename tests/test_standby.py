@@ -315,3 +315,12 @@ def test_the_standby_takes_charge_with_the_state_intact_and_runs_no_action_again
     router.wait_line("/router/later")
     assert sum("/router/salvo" in line for line in router.lines) == 1
     assert b.of_kind("mapping.done") == [] and b.of_kind("backup.activated") == []
+
+    # Both directors restarted: the one that takes charge has the state from etcd (DirA's
+    # own disk never saw DirB's switch).
+    b.signal(signal.SIGKILL)
+    a = show_pair.start("DirA")
+    a.wait_event("director.active", director="DirA")
+    page = httpx.get(f"http://127.0.0.1:{show_pair.http_port('DirA')}/api/status", timeout=5)
+    rows = {c["name"]: c for c in page.json()["status"]["clients"]}
+    assert rows["Playout1"]["plays_on"] == "Backup1" and rows["Playout1"]["auto_backup"] is True
