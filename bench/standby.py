@@ -10,7 +10,8 @@ which the other says `director.active`, both on this process's monotonic clock (
 line is stamped as it is read). The killed director then starts again and stands by,
 and the next run kills the other one. What the figure holds: etcd noticing the lease
 expired (the lease, counted from the last renewal, plus up to its 0.5 s check), and the
-standby's next look at the key (every tenth of the lease). The issue's goal: p99 ≤ 2.5 s.
+standby's next look at the key (every tenth of the lease), then its read of the show's
+state from etcd, after which it says `director.active`. The issue's goal: p99 ≤ 2.5 s.
 """
 
 from __future__ import annotations
