@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pxcontrol.app import App, LoadedShow, load_show_async
 from pxcontrol.backup import BackupManager
 from pxcontrol.detection import ClientState
+from pxcontrol.etcd import EtcdError, EtcdUnavailable
 from pxcontrol.events import Event
 from pxcontrol.health import LoopWatch
 from pxcontrol.heartbeat import Placement
@@ -127,6 +128,7 @@ class Director:
             self.standby.take_over_state = self._take_over_state
             self.supervisor.start("director election", self.standby.run)
             self.supervisor.start("directors and etcd watch", self.standby.look_around)
+            self.supervisor.start("mirror the show's state", self._mirror_state)
         self.live.confirmations.restore(self.app.events, self.backup.epoch)
         self.mappings.attach()
         await self.app.start()
@@ -186,6 +188,34 @@ class Director:
                 log.error("could not keep a copy of the show's state on disk: %s", exc)
         self.board.touch_all()
         await self.live.announce(self.backup.epoch, None)
+
+    async def _mirror_state(self) -> None:
+        """Standing by: follow the state the director in charge writes, every lease, so the
+        page, the status and agents that ask here show what is true now."""
+        assert self.standby is not None and self.backup is not None
+        standby, backup = self.standby, self.backup
+        while True:
+            await asyncio.sleep(standby.timing.lease)
+            if standby.election.in_charge():
+                continue  # it writes the state itself (or is reading it to take charge)
+            try:
+                shared = await standby.state.load(timeout=standby.timing.lease / 2)
+            except (EtcdUnavailable, EtcdError):
+                continue  # no quorum: "no director in charge" says it
+            if shared is None or (shared.epoch, shared.placement, shared.auto) == (
+                backup.epoch,
+                dict(backup.placement),
+                backup.auto_override,
+            ):
+                continue
+            async with backup.lock:
+                if standby.election.in_charge():
+                    continue
+                backup.adopt(shared.epoch, shared.placement, shared.auto)
+            self.board.touch_all()
+            self.app.emit(
+                "director.mirrored", director=standby.name, epoch=shared.epoch, by=shared.by
+            )
 
     async def _recover(self, unfinished: list[Intent]) -> None:
         """Takeovers whose mapped actions never completed before the last stop: say so, and

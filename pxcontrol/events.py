@@ -32,6 +32,7 @@ KINDS: dict[str, str] = {
     "log.entry": "a Log module wrote an entry",
     "director.active": "this director took charge of the show (standby directors only)",
     "director.standby": "this director stands by: another is in charge, or none is",
+    "director.mirrored": "a standby director took the show's state its director in charge wrote",
 }
 
 
@@ -69,6 +70,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "log.entry": ("module", "message", "level"),
     "director.active": ("director", "address", "term"),
     "director.standby": ("director", "active", "address", "term", "why"),
+    "director.mirrored": ("director", "epoch", "by"),
 }  # fmt: skip
 
 #: A value of the right type for each field, to check action arguments that use it.

@@ -297,6 +297,13 @@ def test_the_standby_takes_charge_with_the_state_intact_and_runs_no_action_again
     show_pair.send("DirA", "/pxcontrol/backup/switch", "s", "Playout1")
     activated = a.wait_event("backup.activated", client="Playout1")
     router.wait_line('/router/salvo s "Backup1"')
+    # The standby follows it, and says so in its own event log.
+    mirrored = b.wait_event("director.mirrored", epoch=activated["epoch"])
+    assert mirrored["by"] == "DirA"
+    page = httpx.get(f"http://127.0.0.1:{show_pair.http_port('DirB')}/api/status", timeout=5)
+    assert {c["name"]: c["plays_on"] for c in page.json()["status"]["clients"]}["Playout1"] == (
+        "Backup1"
+    )
 
     a.signal(signal.SIGKILL)
     b.wait_event("director.active", director="DirB")
