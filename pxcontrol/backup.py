@@ -441,8 +441,10 @@ class BackupManager:
             )
             return
         decision = await self.takeover(name, "auto", by="detector")
-        if not decision.ok and self._blocked_by_backup(name):
-            self.waiting.add(name)  # taken over as soon as a backup can: see retry_waiting()
+        if not decision.ok and (decision.reason == "standby" or self._blocked_by_backup(name)):
+            # Taken over as soon as a backup can, or this director is in charge again:
+            # see retry_waiting().
+            self.waiting.add(name)
 
     def _blocked_by_backup(self, name: str) -> bool:
         try:
@@ -451,9 +453,12 @@ class BackupManager:
             return refused.reason in WAITS_FOR
         return False
 
-    async def retry_waiting(self) -> None:
-        """A client came online or recovered, or a backup was freed: take over, automatically,
-        the offline or failed clients whose automatic takeover found no backup ready."""
+    async def retry_waiting(self, by: str = "detector: a backup is ready again") -> None:
+        """A client came online or recovered, or a backup was freed (or this director is in
+        charge again): take over, automatically, the offline or failed clients whose
+        automatic takeover found no backup ready (or no director in charge)."""
+        if self.refusal() is not None:
+            return  # standing by: they wait for this director to be in charge
         for name in sorted(self.waiting):
             if (
                 self._state_of(name) not in (ClientState.OFFLINE, ClientState.FAILED)
@@ -465,7 +470,7 @@ class BackupManager:
             if self._blocked_by_backup(name):
                 continue  # still none ready: no new backup.failed for each retry
             self.waiting.discard(name)
-            await self.takeover(name, "auto", by="detector: a backup is ready again")
+            await self.takeover(name, "auto", by=by)
 
     # --- rules ---
 

@@ -126,6 +126,7 @@ class Director:
         if self.standby is not None:  # in charge only once elected: until then it decides nothing
             self.backup.also_save = self.standby.state.save
             self.standby.take_over_state = self._take_over_state
+            self.standby.in_charge_again = self._in_charge_again
             self.supervisor.start("director election", self.standby.run)
             self.supervisor.start("directors and etcd watch", self.standby.look_around)
             self.supervisor.start("mirror the show's state", self._mirror_state)
@@ -188,6 +189,11 @@ class Director:
                 log.error("could not keep a copy of the show's state on disk: %s", exc)
         self.board.touch_all()
         await self.live.announce(self.backup.epoch, None)
+
+    async def _in_charge_again(self) -> None:
+        """In charge: the automatic takeovers that waited for a director in charge go now."""
+        assert self.backup is not None
+        await self.backup.retry_waiting(by="detector: waited for a director in charge")
 
     async def _mirror_state(self) -> None:
         """Standing by: follow the state the director in charge writes, every lease, so the

@@ -122,8 +122,10 @@ class Standby:
             emit,
         )
         self.state = StateInEtcd(self.etcd, name, self._charge, redundancy.key)
-        # Set by the director: bring the show's state from etcd (or put its own there).
+        # Set by the director: bring the show's state from etcd (or put its own there); and
+        # what to do once in charge (the takeovers that waited for a director in charge).
         self.take_over_state: Callable[[], Awaitable[None]] | None = None
+        self.in_charge_again: Callable[[], Awaitable[None]] | None = None
         self.ready_term = 0  # the term whose state is in hand: until then, nothing is decided
         self._taking: asyncio.Task[None] | None = None
         self._leaderless: asyncio.TimerHandle | None = None
@@ -234,6 +236,8 @@ class Standby:
             self.ready_term = term
             self.charged.set()
             self._emit("director.active", director=self.name, address=self.address, term=term)
+            if self.in_charge_again is not None:
+                await self.in_charge_again()
             return
 
     def _nobody_in_charge(self) -> None:

@@ -331,3 +331,69 @@ def test_the_standby_takes_charge_with_the_state_intact_and_runs_no_action_again
     page = httpx.get(f"http://127.0.0.1:{show_pair.http_port('DirA')}/api/status", timeout=5)
     rows = {c["name"]: c for c in page.json()["status"]["clients"]}
     assert rows["Playout1"]["plays_on"] == "Backup1" and rows["Playout1"]["auto_backup"] is True
+
+
+AUTO = """
+[detection]
+heartbeat_interval = 0.05
+offline_after = 0.4
+online_after = 0.3
+
+[[clients]]
+name = "Playout1"
+ip = "127.0.0.11"
+outputs = ["Output 1"]
+
+[[clients]]
+name = "Playout2"
+ip = "127.0.0.12"
+outputs = ["Output 1"]
+
+[[clients]]
+name = "Backup1"
+ip = "127.0.0.21"
+outputs = ["Output 1"]
+backup_for = ["127.0.0.11"]
+auto_backup = true
+
+[[mappings]]
+on = "backup.activated"
+do = [{ action = "Router.Send", args = { address = "/router/salvo", args = ["Backup1"] } }]
+"""
+
+
+def test_a_playout_lost_while_no_director_is_in_charge_is_taken_over_once_when_one_is(
+    tmp_path, fresh_etcd: EtcdCluster, router: OscDump
+):
+    directors = Directors(tmp_path, fresh_etcd, router.port, extra=AUTO)
+    try:
+        a = directors.start("DirA")
+        a.wait_event("director.active", director="DirA")
+        agents = {
+            name: directors.start_agent(name, ip, "DirA")
+            for name, ip in (
+                ("Playout1", "127.0.0.11"),
+                ("Playout2", "127.0.0.12"),
+                ("Backup1", "127.0.0.21"),
+            )
+        }
+        for name in agents:
+            a.wait_event("client.online", client=name)
+        fresh_etcd.kill(0)
+        fresh_etcd.kill(1)
+        a.wait_event("director.standby", director="DirA", active="")
+        agents["Playout1"].signal(signal.SIGKILL)
+        offline = a.wait_event("client.offline", client="Playout1")  # seen, in shadow
+        assert a.of_kind("backup.activated") == []
+        fresh_etcd.restart(1)
+        back = a.wait_event("director.active", director="DirA", after=offline["seq"])
+        activated = a.wait_event("backup.activated", client="Playout1", after=back["seq"])
+        assert activated["by"] == "detector: waited for a director in charge"
+        router.wait_line('/router/salvo s "Backup1"')
+        # A later event to look back from: the salvo ran once.
+        directors.send("DirA", "/pxcontrol/action", "ss", "Router.Send", "/router/later")
+        router.wait_line("/router/later")
+        assert sum("/router/salvo" in line for line in router.lines) == 1
+        assert len(a.of_kind("backup.activated")) == 1
+    finally:
+        directors.close()
