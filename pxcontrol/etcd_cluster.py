@@ -8,18 +8,34 @@ the system service, with its own data folder. Timings are tuned for loopback
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pxcontrol.processes import wait_for
 
 ETCD = "etcd"
+
+
+def _die_with_parent() -> None:
+    """In the child, before etcd runs (Linux): SIGKILL it when the test process dies, even
+    by SIGKILL or os._exit, when no fixture teardown runs. Elsewhere: nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _post(url: str, path: str, body: dict) -> dict:
@@ -75,7 +91,7 @@ class EtcdCluster:
         if shutil.which(ETCD) is None:
             raise RuntimeError("etcd is missing: apt-get install etcd-server")
         self.folder = folder
-        self.token = f"pxcontrol-{folder.name}"
+        self.token = f"pxcontrol-{uuid.uuid4().hex[:12]}"  # two clusters never take each other
         self.members = [
             EtcdMember(
                 f"m{i + 1}", host, _free_tcp_port(host), _free_tcp_port(host), folder / f"m{i + 1}"
@@ -116,6 +132,7 @@ class EtcdCluster:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         log.close()
 
