@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from pxcontrol.etcd_cluster import EtcdCluster
-from pxcontrol.processes import Process
+from pxcontrol.processes import Process, wait_for
 from pxcontrol.testing import free_port
 
 SHOW = """
@@ -84,21 +84,52 @@ class Directors:
         self.running: dict[str, Process] = {}
 
     def start(self, name: str, timeout: float = 30.0) -> Process:
-        """Start one director and wait until its show is loaded (in charge or not)."""
-        director = Process(
-            [
-                "run", str(self.folder), "--as", name, "--state", str(self.folder / name),
-                "--json-events",
-            ],
-            self.env,
-        )  # fmt: skip
-        self.running[name] = director
-        try:
-            director.wait_event("show.loaded", timeout=timeout)
-        except AssertionError:
-            director.kill()
-            raise
-        return director
+        """Start one director and wait until its show is loaded (in charge or not).
+
+        A port picked free can be taken by someone else before the director binds it
+        (another suite on the machine): then it gets new ports, at most twice.
+        """
+        for attempt in range(3):
+            director = Process(
+                [
+                    "run", str(self.folder), "--as", name, "--state", str(self.folder / name),
+                    "--json-events",
+                ],
+                self.env,
+            )  # fmt: skip
+            self.running[name] = director
+            try:
+                wait_for(
+                    lambda d=director: d.of_kind("show.loaded") or d.proc.poll() is not None,
+                    timeout,
+                    f"show.loaded from {name}",
+                )
+            except AssertionError:
+                director.kill()
+                raise AssertionError(f"{name} did not start: {director.output[-8:]}") from None
+            if director.of_kind("show.loaded"):
+                return director
+            director.wait_exit()
+            if attempt < 2 and any("cannot listen on" in line for line in director.output):
+                self._new_ports(name)
+                continue
+            raise AssertionError(f"{name} did not start: {director.output[-8:]}")
+        raise AssertionError("unreachable")
+
+    def _new_ports(self, name: str) -> None:
+        """Pick this director's ports again and write them into the show file."""
+        show = self.folder / "show.toml"
+        text = show.read_text()
+        who = name[-1].lower()
+        for key, kind in (
+            ("osc", socket.SOCK_DGRAM),
+            ("http", socket.SOCK_STREAM),
+            ("heartbeat", socket.SOCK_DGRAM),
+        ):
+            old, new = self.ports[f"{who}_{key}"], free_port(kind)
+            text = text.replace(f"{key}_port = {old}\n", f"{key}_port = {new}\n", 1)
+            self.ports[f"{who}_{key}"] = new
+        show.write_text(text)
 
     def osc_port(self, name: str) -> int:
         return self.ports[f"{name[-1].lower()}_osc"]
