@@ -336,6 +336,8 @@ class App:
         self._starting: dict[str, asyncio.Task[None]] = {}  # modules whose start failed
         self._resolved: dict[str, tuple[Module, ActionSpec]] = {}
         self._deadlines = Deadlines()
+        # Set by a director that may stand by: why no action may run now (None: they may).
+        self.refusal: Callable[[], str | None] = lambda: None
 
     @property
     def show(self) -> ShowFile:
@@ -519,6 +521,9 @@ class App:
             action=ref, args=dict(args or {}), source=source, on=on, started=time.time()
         )
         began = time.perf_counter()
+        if (standby := self.refusal()) is not None:
+            _answer(then, self._finish(record, began, error=standby))
+            return
         try:
             module, spec = self.resolve(ref)
             kwargs = spec.validate(record.args)
@@ -637,6 +642,10 @@ class _ActionRun:
         self.answered = False
 
     async def run(self, method: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> None:
+        # Asked again as the task begins: a director paused in between may be out of charge.
+        if (standby := self.app.refusal()) is not None:
+            self._answer(error=standby)
+            return
         try:
             result = await method(**kwargs)  # called here: a task ended unstarted leaves nothing
         except asyncio.CancelledError:

@@ -165,6 +165,12 @@ class BackupManager:
         self._failed_of = failed_of  # the check that failed on a FAILED client
         self._gpu_mismatch_of = gpu_mismatch_of  # why its real GPU is not the show's, or None
         self.lock = asyncio.Lock()
+        # Set by a director that may stand by: why it may not decide now (None: it may).
+        self.refusal: Callable[[], str | None] = lambda: None
+        # Set with standby directors: every decision is also written there (etcd), or not made.
+        self.also_save: Callable[[int, dict[str, str], dict[str, bool]], Awaitable[None]] | None = (
+            None
+        )
         self.waiting: set[str] = set()  # offline or failed, automatic, no backup was ready
 
     @property
@@ -278,6 +284,8 @@ class BackupManager:
     async def takeover(self, name: str, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs to its backup now."""
         async with self.lock:
+            if (standby := self.refusal()) is not None:
+                return Decision(False, standby, self.epoch, "standby")
             try:
                 playout = self.client(name)
                 backup, transfer = self._choose_backup(playout)
@@ -331,6 +339,8 @@ class BackupManager:
     async def move_to(self, name: str, target: str | None, trigger: str, by: str = "") -> Decision:
         """Move a playout client's outputs from where they play now to `target` (default: home)."""
         async with self.lock:
+            if (standby := self.refusal()) is not None:
+                return Decision(False, standby, self.epoch, "standby")
             try:
                 playout = self.client(name)
                 if not self.backups_for(playout):
@@ -370,6 +380,8 @@ class BackupManager:
 
     async def set_auto(self, name: str, on: bool, trigger: str, by: str = "") -> Decision:
         async with self.lock:
+            if (standby := self.refusal()) is not None:
+                return Decision(False, standby, self.epoch, "standby")
             try:
                 playout = self.client(name)
             except Refused as refused:
@@ -440,8 +452,10 @@ class BackupManager:
             )
             return
         decision = await self.takeover(name, "auto", by="detector")
-        if not decision.ok and self._blocked_by_backup(name):
-            self.waiting.add(name)  # taken over as soon as a backup can: see retry_waiting()
+        if not decision.ok and (decision.reason == "standby" or self._blocked_by_backup(name)):
+            # Taken over as soon as a backup can, or this director is in charge again:
+            # see retry_waiting().
+            self.waiting.add(name)
 
     def _blocked_by_backup(self, name: str) -> bool:
         try:
@@ -450,9 +464,12 @@ class BackupManager:
             return refused.reason in WAITS_FOR
         return False
 
-    async def retry_waiting(self) -> None:
-        """A client came online or recovered, or a backup was freed: take over, automatically,
-        the offline or failed clients whose automatic takeover found no backup ready."""
+    async def retry_waiting(self, by: str = "detector: a backup is ready again") -> None:
+        """A client came online or recovered, or a backup was freed (or this director is in
+        charge again): take over, automatically, the offline or failed clients whose
+        automatic takeover found no backup ready (or no director in charge)."""
+        if self.refusal() is not None:
+            return  # standing by: they wait for this director to be in charge
         for name in sorted(self.waiting):
             if (
                 self._state_of(name) not in (ClientState.OFFLINE, ClientState.FAILED)
@@ -464,7 +481,7 @@ class BackupManager:
             if self._blocked_by_backup(name):
                 continue  # still none ready: no new backup.failed for each retry
             self.waiting.discard(name)
-            await self.takeover(name, "auto", by="detector: a backup is ready again")
+            await self.takeover(name, "auto", by=by)
 
     # --- rules ---
 
@@ -577,6 +594,16 @@ class BackupManager:
     async def _save(self) -> None:
         if self._store is not None:
             await self._store.save(self.epoch, self.placement, self.auto_override)
+        if self.also_save is not None:
+            await self.also_save(self.epoch, self.placement, self.auto_override)
+
+    def adopt(self, epoch: int, placement: dict[str, str], auto: dict[str, bool]) -> None:
+        """Take the state another director left (standby directors), as a start restores it."""
+        self.epoch = epoch
+        self.placement = {c.name: c.name for c in self.playouts()}
+        self.placement.update({k: v for k, v in placement.items() if k in self.placement})
+        self.auto_override = dict(auto)
+        self._saved_placement = dict(self.placement)
 
     async def _save_or_roll_back(
         self, name: str, trigger: str, by: str, action: str
@@ -600,7 +627,7 @@ class BackupManager:
         self._emit("alarm", client=name, alarm="state not saved", message=error.message)
 
     async def _tell_agents(self, event: dict) -> None:
-        if self._announce is not None:
+        if self._announce is not None and self.refusal() is None:
             result = self._announce(self.epoch, event)
             if result is not None:
                 await result

@@ -37,6 +37,7 @@ from pxcontrol.loader import DEMO_SHOW, resolve_show_path
 from pxcontrol.output import Output
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid
+from pxcontrol.standby import which_director
 from pxcontrol.state import StateInUse, StateUnusable
 
 cli = typer.Typer(
@@ -141,6 +142,10 @@ def run(
     osc_port: Annotated[int | None, typer.Option(help="instead of director.osc_port")] = None,
     http_port: Annotated[int | None, typer.Option(help="instead of director.http_port")] = None,
     log_file: LogFileOpt = None,
+    as_name: Annotated[
+        str | None,
+        typer.Option("--as", metavar="NAME", help="which of the show's [[directors]] this is"),
+    ] = None,
 ) -> None:
     """Run the director on a show until Ctrl-C (or a service manager's stop)."""
     path = resolve_show_path(show)
@@ -148,6 +153,10 @@ def run(
         _warning(f"no show.toml in {Path.cwd()}: running the built-in demo show")
     loaded = _load_or_exit(path)
     _print_problems(loaded.warnings)
+    refusal = which_director(loaded.show, as_name)
+    if refusal is not None:
+        _error(f"{path}: {refusal}")
+        raise typer.Exit(2)
     outputs = _never_block()
     log_output = _log_to_file(log_file, outputs)
 
@@ -163,7 +172,13 @@ def run(
         show_event = _both(_print_json_event if json_events else _print_event, log_output)
         ports = {"heartbeat_port": heartbeat_port, "osc_port": osc_port, "http_port": http_port}
         director = await run_director(
-            loaded, stop, state, on_started=started, on_event=show_event, ports=ports
+            loaded,
+            stop,
+            state,
+            on_started=started,
+            on_event=show_event,
+            ports=ports,
+            as_name=as_name,
         )
         out.print("stopped: modules stopped, sockets closed")
         return director
@@ -552,6 +567,17 @@ def _director_health(row: tuple[Any, ...]) -> Text:
     shed = rest[0] if rest else 0  # from a bridge that sends it
     if shed:
         text.append(f", {shed} event(s) not logged since start", style="red")
+    if len(rest) >= 6 and rest[2]:  # role, name, in charge, its address, term: standby directors
+        role, name, in_charge, address, term = rest[1:6]
+        if role == "active":
+            text.append(f"\n{name}: active, in charge (term {term})", style="bold green")
+        elif in_charge:
+            text.append(
+                f"\n{name}: standby — {in_charge} at {address} is in charge (term {term})",
+                style="bold yellow",
+            )
+        else:
+            text.append(f"\n{name}: standby — no director is in charge", style="bold red")
     return text
 
 

@@ -18,6 +18,7 @@ from pxcontrol.address import DirectorAddress, write_address
 from pxcontrol.app import App, LoadedShow, load_show_async
 from pxcontrol.backup import BackupManager
 from pxcontrol.detection import ClientState, Guard
+from pxcontrol.etcd import EtcdError, EtcdUnavailable
 from pxcontrol.events import Event
 from pxcontrol.health import LoopWatch
 from pxcontrol.heartbeat import Placement
@@ -27,6 +28,7 @@ from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.output import lines_lost
 from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import CANNOT_WATCH, ShowWatcher
+from pxcontrol.standby import Standby, director_ports
 from pxcontrol.state import REPLAYING, REPORTED, Intent, StateStore
 from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard
 from pxcontrol.supervisor import Death, Supervisor
@@ -49,6 +51,7 @@ class Director:
         heartbeat_port: int | None = None,
         osc_port: int | None = None,
         http_port: int | None = None,
+        as_name: str | None = None,
     ) -> None:
         self.loaded = loaded
         self.clock = clock
@@ -73,6 +76,17 @@ class Director:
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show), self.store)
         self.board = StatusBoard(self)
+        # With [[directors]]: one of them, in charge only while it holds the etcd lease.
+        self.standby: Standby | None = None
+        self._bind: str | None = None
+        if as_name is not None:
+            self.standby = Standby(show, as_name, self.app.emit)  # its own clock: see election
+            self.app.refusal = self.standby.refusal
+            mine = director_ports(show, as_name)
+            self._bind = mine.bind
+            heartbeat_port = mine.heartbeat_port if heartbeat_port is None else heartbeat_port
+            osc_port = mine.osc_port if osc_port is None else osc_port
+            http_port = mine.http_port if http_port is None else http_port
         self._heartbeat_port = heartbeat_port
         self._osc_port = osc_port
         self.osc = OscBridge(self)
@@ -111,11 +125,19 @@ class Director:
             failed_of=self.live.failed,
             gpu_mismatch_of=self.live.gpu_mismatch,
         )
+        self.backup.refusal = self.app.refusal
+        if self.standby is not None:  # in charge only once elected: until then it decides nothing
+            self.backup.also_save = self.standby.state.save
+            self.standby.take_over_state = self._take_over_state
+            self.standby.in_charge_again = self._in_charge_again
+            self.supervisor.start("director election", self.standby.run)
+            self.supervisor.start("directors and etcd watch", self.standby.look_around)
+            self.supervisor.start("mirror the show's state", self._mirror_state)
         self.live.confirmations.restore(self.app.events, self.backup.epoch)
         self.mappings.attach()
         await self.app.start()
         director = self.show.director
-        bind = str(director.bind)
+        bind = self._bind or str(director.bind)
         port = director.heartbeat_port if self._heartbeat_port is None else self._heartbeat_port
         async with _listening(bind, port, "heartbeat_port"):
             self.live.on_newer_epoch = self.backup.catch_up
@@ -163,9 +185,62 @@ class Director:
                 self._recover(saved.unfinished), name="unconfirmed takeover actions"
             )
 
+    async def _take_over_state(self) -> None:
+        """Elected: the show's state from etcd, as the last director in charge left it (the
+        first one in charge puts its own there)."""
+        assert self.standby is not None and self.backup is not None
+        shared = await self.standby.state.load(timeout=self.standby.timing.lease / 2)
+        async with self.backup.lock:
+            backup = self.backup
+            if shared is None:
+                await self.standby.state.save(backup.epoch, backup.placement, backup.auto_override)
+                return
+            backup.adopt(shared.epoch, shared.placement, shared.auto)
+            try:  # this director's own copy, beside its event log
+                await self.store.save(backup.epoch, backup.placement, backup.auto_override)
+            except Exception as exc:
+                log.error("could not keep a copy of the show's state on disk: %s", exc)
+        self.board.touch_all()
+        await self.live.announce(self.backup.epoch, None)
+
+    async def _in_charge_again(self) -> None:
+        """In charge: the automatic takeovers that waited for a director in charge go now."""
+        assert self.backup is not None
+        await self.backup.retry_waiting(by="detector: waited for a director in charge")
+
+    async def _mirror_state(self) -> None:
+        """Standing by: follow the state the director in charge writes, every lease, so the
+        page, the status and agents that ask here show what is true now."""
+        assert self.standby is not None and self.backup is not None
+        standby, backup = self.standby, self.backup
+        while True:
+            await asyncio.sleep(standby.timing.lease)
+            if standby.election.in_charge():
+                continue  # it writes the state itself (or is reading it to take charge)
+            try:
+                shared = await standby.state.load(timeout=standby.timing.lease / 2)
+            except (EtcdUnavailable, EtcdError):
+                continue  # no quorum: "no director in charge" says it
+            if shared is None or (shared.epoch, shared.placement, shared.auto) == (
+                backup.epoch,
+                dict(backup.placement),
+                backup.auto_override,
+            ):
+                continue
+            async with backup.lock:
+                if standby.election.in_charge():
+                    continue
+                backup.adopt(shared.epoch, shared.placement, shared.auto)
+            self.board.touch_all()
+            self.app.emit(
+                "director.mirrored", director=standby.name, epoch=shared.epoch, by=shared.by
+            )
+
     async def _recover(self, unfinished: list[Intent]) -> None:
         """Takeovers whose mapped actions never completed before the last stop: say so, and
         run again, once, those the show marks replay_on_recovery."""
+        if self.standby is not None:
+            await self.standby.charged.wait()  # a standby runs no action: not even a replay
         for intent in unfinished:
             mapping = next((m for m in self.mappings.mappings if m.name == intent.mapping), None)
             replay = (
@@ -343,6 +418,9 @@ class Director:
         ]
         if new.osc.feedback != old.osc.feedback:
             later.append("osc.feedback")
+        later += [
+            key for key in ("directors", "redundancy") if getattr(new, key) != getattr(old, key)
+        ]
         if later:
             parts.append("restart the director to apply: " + ", ".join(later))
         return "; ".join(parts)
@@ -351,6 +429,8 @@ class Director:
         self.loop_watch.stop()
         await self.web.stop()  # first: open pages hear that the director stops
         await self.supervisor.stop()  # then the rest of its supervised work
+        if self.standby is not None:  # the election ended with it: the lease is given up
+            await self.standby.close()
         if self._restored_check is not None:
             self._restored_check.cancel()
         if self._recovery is not None:
@@ -388,7 +468,23 @@ class Director:
             kernel_stamps=self.live.kernel_stamps,
             restarts=self.supervisor.restarts,
             output_lost=lines_lost(),
+            **self._role(),
         )
+
+    def _role(self) -> dict[str, object]:
+        """Active or standby, and the director in charge (a show without [[directors]]: its
+        one director, always active)."""
+        if self.standby is None:
+            return {}
+        holder = self.standby.in_charge_now()
+        return {
+            "role": str(self.standby.role),
+            "name": self.standby.name,
+            "in_charge": holder.name if holder is not None else "",
+            "in_charge_address": holder.address if holder is not None else "",
+            "term": holder.term if holder is not None else 0,
+            "others": self.standby.others,
+        }
 
     # --- its own faults ---
 
@@ -527,12 +623,13 @@ async def run_director(
     on_event: Callable[[Event], None] | None = None,
     watch: bool = True,
     ports: dict[str, int | None] | None = None,
+    as_name: str | None = None,
 ) -> Director:
     """Run a show until `stop` is set, then stop modules and close sockets in order.
 
     `ports` may override the show's heartbeat_port, osc_port and http_port.
     """
-    director = Director(loaded, state_dir, **(ports or {}))
+    director = Director(loaded, state_dir, **(ports or {}), as_name=as_name)
     if on_event is not None:
         director.app.events.listen(on_event)
     try:

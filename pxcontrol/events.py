@@ -30,6 +30,9 @@ KINDS: dict[str, str] = {
     "action.failed": "an action raised, timed out or was called with wrong arguments",
     "mapping.done": "a mapping ran its actions (a trace: each action, result, duration)",
     "log.entry": "a Log module wrote an entry",
+    "director.active": "this director took charge of the show (standby directors only)",
+    "director.standby": "this director stands by: another is in charge, or none is",
+    "director.mirrored": "a standby director took the show's state its director in charge wrote",
 }
 
 
@@ -66,6 +69,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "action.failed": ("action", "message", "source", "on"),
     "mapping.done": ("mapping", "on", "event_seq", "client", "ok", "actions"),
     "log.entry": ("module", "message", "level"),
+    "director.active": ("director", "address", "term"),
+    "director.standby": ("director", "active", "address", "term", "why"),
+    "director.mirrored": ("director", "epoch", "by"),
 }  # fmt: skip
 
 #: A value of the right type for each field, to check action arguments that use it.
@@ -79,6 +85,7 @@ SAMPLES: dict[str, Any] = {
     "event_seq": 1, "ok": True, "actions": [], "level": "info",
     "seq": 1, "time": 0.0, "kind": "backup.activated",
     "plays_on": "Backup1", "after": 0.012, "alarmed": False, "check": "process Pixera.exe",
+    "director": "DirA", "active": "DirB", "address": "10.0.0.2:7400", "term": 7, "why": "",
 }  # fmt: skip
 
 

@@ -86,6 +86,8 @@ class MappingRunner:
         self.app.events.listen(self.dispatch)
 
     def dispatch(self, event: Event) -> None:
+        if self.app.refusal() is not None:
+            return  # a director standing by runs no mapping (its actions would be refused)
         # An action that fails inside a mapping run for action.failed must not start another.
         if event.kind == "action.failed" and event.fields.get("on") == "action.failed":
             return

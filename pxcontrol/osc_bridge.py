@@ -461,10 +461,12 @@ class OscBridge:
         finally:
             self._status_sending.discard(key)
 
-    def _health_row(self) -> tuple[float, float, int, int, int, int]:
+    def _health_row(self) -> tuple[float | int | str, ...]:
         """The director's own health: loop lag (ms), age of the detector's last tick (ms,
         -1 before its first), events waiting to be written, stalls, restarts, events the
-        log could not write since start."""
+        log could not write since start; then its role (active or standby), its name, the
+        director in charge ("" when none is), that one's address, and its term (only with
+        standby directors: a show without them answers as it always did)."""
         health = self.director.health()
         age = health.detector_tick_age_ms
         return (
@@ -474,6 +476,11 @@ class OscBridge:
             health.stalls,
             health.restarts,
             health.events_shed,
+            *(
+                (health.role, health.name, health.in_charge, health.in_charge_address, health.term)
+                if health.name
+                else ()
+            ),
         )
 
     def _status_range(self, message: OscMessage) -> tuple[int, int]:
@@ -784,6 +791,14 @@ def pushes_for(event: Event) -> list[bytes]:
         return [build(f"{PREFIX}/alarm", str(f.get("alarm", "")), str(f.get("message", "")))]
     if kind in ("show.reloaded", "show.error"):
         return [build(f"{PREFIX}/show/{kind.split('.')[1]}", str(f.get("message", "")))]
+    if kind == "director.active":
+        director = str(f.get("director", ""))
+        address, term = str(f.get("address", "")), int(f.get("term", 0))
+        return [build(f"{PREFIX}/director/role", "active", director, director, address, term)]
+    if kind == "director.standby":
+        director, active = str(f.get("director", "")), str(f.get("active", ""))
+        address, term = str(f.get("address", "")), int(f.get("term", 0))
+        return [build(f"{PREFIX}/director/role", "standby", director, active, address, term)]
     if kind == "module.status":
         module = address_part(str(f.get("module", "")))
         return [

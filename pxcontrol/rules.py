@@ -21,6 +21,7 @@ from pxcontrol.loader import Reporter, report_errors, report_validation_error
 from pxcontrol.placeholders import fill, names_in
 from pxcontrol.problems import did_you_mean
 from pxcontrol.show import SHOW_MODULE, ActionCall, ClientDecl, ShowFile
+from pxcontrol.standby_rules import check_standby
 
 _NO_CONTEXT = CheckContext()  # a check made only to learn its default name
 
@@ -86,6 +87,7 @@ def check_show(show: ShowFile, catalog: Catalog, report: Reporter, data: dict[st
             check_action_call(call, path, show, catalog, report, written, fields)
     _check_clients(show, report, written)
     check_client_checks(show, catalog.check_kinds, report, data)
+    check_standby(show, report, data)
     if not show.director.bind.is_loopback and not show.director.token:
         report.error(
             ("director", "bind"),

@@ -198,6 +198,46 @@ class OscSettings(Strict):
     )
 
 
+class DirectorDecl(Strict):
+    """A director that may hold the show (only with standby directors): `run --as NAME`."""
+
+    name: Annotated[str, Field(pattern=IDENTIFIER, description="as `pxcontrol run --as` names it")]
+    ip: IPvAnyAddress = Field(description="where consoles, agents and pages reach this director")
+    bind: IPvAnyAddress | None = Field(None, description="instead of director.bind")
+    osc_port: Port | None = Field(None, description="instead of director.osc_port")
+    http_port: Port | None = Field(None, description="instead of director.http_port")
+    heartbeat_port: Port | None = Field(None, description="instead of director.heartbeat_port")
+
+
+def _etcd_url(value: str) -> str:
+    if not re.match(r"^https?://[^/:]+:\d+/?$", value):
+        raise ValueError(
+            f"write an etcd endpoint as http://HOST:PORT (its client URL, e.g. "
+            f'"http://10.0.0.1:2379"), not {value!r}'
+        )
+    return value
+
+
+def _whole_seconds(value: float) -> float:
+    if value != int(value):
+        raise ValueError(f"etcd counts leases in whole seconds: write {max(1, round(value))}")
+    return value
+
+
+class RedundancySettings(Strict):
+    """The etcd cluster that elects the director in charge (with [[directors]])."""
+
+    etcd: list[Annotated[str, AfterValidator(_etcd_url)]] = Field(
+        [], description="client URLs of the etcd members; three or more survive one lost"
+    )
+    lease: Annotated[float, Field(ge=1, le=60), AfterValidator(_whole_seconds)] = Field(
+        1.0, description="seconds; the active director is out of charge a quarter before"
+    )
+    key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")] = Field(
+        "pxcontrol/director", description="the etcd key of the election (one per show)"
+    )
+
+
 @dataclass
 class _ClientIndex:
     clients: list[ClientDecl]
@@ -226,6 +266,13 @@ class ShowFile(Strict):
     # When invalid list entries were left out (a show checked in one pass despite them):
     # "clients"/"mappings" → the place in the file of each entry kept.
     _in_file: dict[str, list[int]] = PrivateAttr(default_factory=dict)
+    directors: list[DirectorDecl] = Field(
+        [], description="only with standby directors; without it: one director, SQLite"
+    )
+    redundancy: RedundancySettings | None = None
+
+    def director_named(self, name: str) -> DirectorDecl | None:
+        return next((d for d in self.directors if d.name == name), None)
 
     def client(self, name: str) -> ClientDecl | None:
         return self._index().by_name.get(name)

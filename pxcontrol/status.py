@@ -73,6 +73,13 @@ class DirectorHealth(Strict):
     kernel_stamps: bool  # heartbeats stamped by the kernel as they arrive
     restarts: int  # failed background work started again
     output_lost: int  # lines its terminal or log pipe did not take (unread, or gone)
+    # With standby directors ([[directors]]); a show without them has one, always active.
+    role: str = "active"  # "active" (in charge) or "standby"
+    name: str = ""  # this director's name in [[directors]]
+    in_charge: str = ""  # the director in charge as this one knows it; "" when none is
+    in_charge_address: str = ""
+    term: int = 0  # the term of the one in charge (etcd revision of its election key)
+    others: list[str] = []  # the other directors the show lists
 
 
 class ShowStatus(Strict):

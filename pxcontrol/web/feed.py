@@ -129,6 +129,12 @@ class Feed:
                 "stalls": health.stalls,
                 "restarts": health.restarts,
                 "output_lost": health.output_lost,
+                "role": health.role,
+                "name": health.name,
+                "in_charge": health.in_charge,
+                "in_charge_address": health.in_charge_address,
+                "term": health.term,
+                "others": health.others,
             }
         )
         return text

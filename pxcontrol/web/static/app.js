@@ -176,6 +176,7 @@ function applyUpdate(message) {
 function renderHealth(h) {
   const el = $("#director-health");
   if (!h) return;
+  renderRole(h);
   const problems = [];
   if (!h.detector_ticking) problems.push(h.detector_tick_age_s == null ? "detector not started" : `detector stopped ${h.detector_tick_age_s} s ago`);
   // Half a second is where a blocked loop starts to delay decisions that operators feel.
@@ -188,6 +189,24 @@ function renderHealth(h) {
     `${h.detector_ticking ? "ticking" : "not ticking"}, ${h.state_queue} event(s) waiting to be written, ` +
     `${h.events_shed} shed, stalled ${h.stalls} time(s), ${h.restarts} fault(s) restarted, ` +
     `${h.output_lost || 0} line(s) its terminal or log did not take`;
+}
+
+// With standby directors: is this one in charge, and which is? (docs/standby.md)
+function renderRole(h) {
+  const el = $("#director-role");
+  if (!h.name) return; // one director, no etcd: always in charge, nothing to say
+  el.hidden = false;
+  const others = (h.others || []).join(", ");
+  if (h.role === "active") {
+    el.textContent = `${h.name} active · term ${h.term}` + (others ? ` · standby: ${others}` : "");
+  } else if (h.in_charge) {
+    el.textContent = `${h.name} STANDBY · ${h.in_charge} at ${h.in_charge_address} is in charge`;
+  } else {
+    el.textContent = `${h.name} STANDBY · no director is in charge`;
+  }
+  el.dataset.role = h.role;
+  el.classList.toggle("bad", h.role !== "active" && !h.in_charge); // nobody in charge: loud
+  el.classList.toggle("standby", h.role !== "active");
 }
 
 function rowFigures(c) {
