@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import NOOP
 
-from pxcontrol.app import App, load_show
+from pxcontrol.app import App
+from pxcontrol.loading import load_show
 
 
 def percentiles(samples: list[float]) -> str:

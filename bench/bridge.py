@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import NOOP
 
-from pxcontrol.app import load_show
 from pxcontrol.director import Director
+from pxcontrol.loading import load_show
 from pxcontrol.osc_bridge import build
 from pxcontrol.osc_transport import Peer
 

@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pxcontrol.app import load_show
 from pxcontrol.director import Director
+from pxcontrol.loading import load_show
 from pxcontrol.reload import DEBOUNCE_MS, STEP_MS
 
 SHOW = """

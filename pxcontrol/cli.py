@@ -22,18 +22,12 @@ from rich.text import Text
 
 from pxcontrol import __version__
 from pxcontrol.actions import ActionSpec, TooManyArguments, arguments_from_list
-from pxcontrol.app import (
-    App,
-    LoadedShow,
-    PluginError,
-    action_log,
-    collect_module_types,
-    load_show_within,
-)
+from pxcontrol.app import App, action_log
 from pxcontrol.catalog import Catalog
 from pxcontrol.director import CannotListen, Director, run_director, stop_on_signals
 from pxcontrol.events import Event
 from pxcontrol.loader import DEMO_SHOW, resolve_show_path
+from pxcontrol.loading import LoadedShow, PluginError, collect_module_types, load_show_within
 from pxcontrol.output import Output
 from pxcontrol.plugins import load_dropins, make_plugin_manager
 from pxcontrol.problems import Problem, Severity, ShowInvalid

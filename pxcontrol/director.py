@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from pxcontrol.address import DirectorAddress, write_address
-from pxcontrol.app import App, LoadedShow, load_show_async
+from pxcontrol.app import App
 from pxcontrol.backup import BackupManager
 from pxcontrol.detection import ClientState, Guard
 from pxcontrol.etcd import EtcdError, EtcdUnavailable
@@ -23,6 +23,7 @@ from pxcontrol.events import Event
 from pxcontrol.health import LoopWatch
 from pxcontrol.heartbeat import Placement
 from pxcontrol.live import LiveSystems
+from pxcontrol.loading import LoadedShow, load_show_async
 from pxcontrol.mapping import MappingRunner, mappings_of
 from pxcontrol.osc_bridge import OscBridge
 from pxcontrol.output import lines_lost

@@ -36,7 +36,7 @@ from pxcontrol.status import summarise_names
 from pxcontrol.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from pxcontrol.director import Director
+    from pxcontrol.control import ShowControl
 
 log = logging.getLogger("pxcontrol.osc")
 
@@ -114,7 +114,7 @@ class Subscription:
 
 
 class OscBridge:
-    def __init__(self, director: Director, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, director: ShowControl, clock: Callable[[], float] = time.monotonic) -> None:
         self.director = director
         self.servers = OscServers(self.handle_packet, self._connection_closed, self._subscribed)
         self.counts: Counter[str] = Counter()

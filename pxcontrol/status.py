@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from pxcontrol.events import Event
 
 if TYPE_CHECKING:
-    from pxcontrol.director import Director
+    from pxcontrol.control import ShowControl
     from pxcontrol.show import ClientDecl, ShowFile
 
 
@@ -100,7 +100,7 @@ FIGURE_STEP = {"cpu": 2.0, "memory": 2.0, "gpu": 2.0, "fps": 1.0}
 HOT = 90.0  # the page marks a figure at or above this
 
 
-def client_status(director: Director, decl: ClientDecl, backups: list[str]) -> ClientStatus:
+def client_status(director: ShowControl, decl: ClientDecl, backups: list[str]) -> ClientStatus:
     """One client's row now. `backups`: the names of the backups that cover it."""
     backup = director.backup
     assert backup is not None
@@ -201,7 +201,7 @@ class StatusBoard:
     read fresh by `status()` and pushed to pages by `figures_moved()`.
     """
 
-    def __init__(self, director: Director) -> None:
+    def __init__(self, director: ShowControl) -> None:
         self.director = director
         self.rows: dict[str, ClientStatus] = {}
         self.encoded: dict[str, str] = {}  # the row as JSON, shared by every page

@@ -14,11 +14,11 @@ import pytest
 
 from pxcontrol import hookimpl
 from pxcontrol.agent import Agent
-from pxcontrol.app import load_show
 from pxcontrol.detection import ClientState
 from pxcontrol.director import Director
 from pxcontrol.events import Event
 from pxcontrol.heartbeat import ACK, HEARTBEAT, PLACEMENT, Ack, Heartbeat, Placement, decode
+from pxcontrol.loading import load_show
 from pxcontrol.plugins import make_plugin_manager
 from pxcontrol.testing import Process, free_port
 

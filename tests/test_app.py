@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from pxcontrol.app import App, load_show
+from pxcontrol.app import App
+from pxcontrol.loading import load_show
 from pxcontrol.module import ModuleStatus
 
 from .conftest import async_wait_for

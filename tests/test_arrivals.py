@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from pxcontrol.app import load_show
 from pxcontrol.arrivals import ArrivalReader, Datagram
 from pxcontrol.detection import Guard
 from pxcontrol.live import LiveSystems
+from pxcontrol.loading import load_show
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_tcp_server import ThreadingOSCTCPServer
 
-from pxcontrol.app import App, load_show
+from pxcontrol.app import App
+from pxcontrol.loading import load_show
 from pxcontrol.module import ModuleStatus
 
 from .conftest import async_wait_for, free_port, pxcontrol, wait_for

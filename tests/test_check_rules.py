@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pxcontrol.app import load_show
 from pxcontrol.cli import cli
+from pxcontrol.loading import load_show
 
 runner = CliRunner()
 

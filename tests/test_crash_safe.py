@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pxcontrol.app import load_show
+from pxcontrol.loading import load_show
 from pxcontrol.problems import ShowInvalid
 from pxcontrol.testing import Rig, wait_for
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pxcontrol.app import load_show
 from pxcontrol.detection import ClientState
 from pxcontrol.director import Director
 from pxcontrol.heartbeat import HEARTBEAT, Heartbeat, encode
+from pxcontrol.loading import load_show
 from pxcontrol.testing import Process
 
 from .conftest import async_wait_for, free_port

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pxcontrol.app import load_show
 from pxcontrol.detection import ClientState, Detector
 from pxcontrol.director import Director, run_director
+from pxcontrol.loading import load_show
 from pxcontrol.testing import Rig
 
 from .conftest import async_wait_for, free_port

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pxcontrol.app import App, load_show
+from pxcontrol.app import App
+from pxcontrol.loading import load_show
 from pxcontrol.mapping import MappingRunner, mappings_of
 from pxcontrol.problems import ShowInvalid
 

@@ -10,8 +10,9 @@ import pytest
 
 from pxcontrol import hookimpl, observers
 from pxcontrol.agent import Agent
-from pxcontrol.app import App, load_show
+from pxcontrol.app import App
 from pxcontrol.events import EventLog
+from pxcontrol.loading import load_show
 from pxcontrol.observers import Observers
 from pxcontrol.plugins import make_plugin_manager
 

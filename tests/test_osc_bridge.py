@@ -17,9 +17,9 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from pxcontrol.app import load_show
 from pxcontrol.detection import ClientState
 from pxcontrol.director import Director
+from pxcontrol.loading import load_show
 from pxcontrol.osc_bridge import build
 from pxcontrol.osc_transport import Peer
 

@@ -14,11 +14,11 @@ from types import ModuleType
 import pytest
 from typer.testing import CliRunner
 
-from pxcontrol import app as app_module
 from pxcontrol import hookspecs, plugins
-from pxcontrol.app import PluginError, collect_module_types, load_show, load_show_within
+from pxcontrol import loading as loading_module
 from pxcontrol.catalog import DuplicateModuleType
 from pxcontrol.cli import cli
+from pxcontrol.loading import PluginError, collect_module_types, load_show, load_show_within
 from pxcontrol.plugins import DEFAULT_PLUGINS, make_plugin_manager
 from pxcontrol.problems import ShowInvalid
 
@@ -350,7 +350,7 @@ def test_a_dropin_that_hangs_at_import_is_cut_off_and_not_imported_again(write_s
 
 
 def test_a_load_that_hangs_outside_an_import_is_cut_off_naming_the_file(write_show, monkeypatch):
-    monkeypatch.setattr(app_module, "LOAD_TIMEOUT", 0.5)
+    monkeypatch.setattr(loading_module, "LOAD_TIMEOUT", 0.5)
     path = write_show("", {"slow.py": REGISTER.format(body="time.sleep(3600)")})
     with pytest.raises(ShowInvalid) as refused:
         load_show_within(path)

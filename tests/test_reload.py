@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from pxcontrol import app as app_module
+from pxcontrol import loading as loading_module
 from pxcontrol import plugins, reload
-from pxcontrol.app import App, load_show
+from pxcontrol.app import App
 from pxcontrol.detection import ClientState
 from pxcontrol.director import Director
+from pxcontrol.loading import load_show
 
 from .conftest import async_wait_for
 
@@ -506,7 +508,7 @@ async def walks_of_the_client_list(folder: Path, playouts: int, monkeypatch) -> 
         loaded.show.clients = CountedClients(loaded.show.clients)
         return loaded
 
-    load = app_module.load_show_async
+    load = loading_module.load_show_async
     monkeypatch.setattr(director_module, "load_show_async", lambda *a: _then(load(*a), counted))
     path = folder / "show.toml"
     path.write_text(many_clients(playouts, "v1"))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pxcontrol.app import load_show
 from pxcontrol.cli import cli
 from pxcontrol.loader import DEMO_SHOW
+from pxcontrol.loading import load_show
 from pxcontrol.problems import Severity, ShowInvalid
 
 from .conftest import pxcontrol

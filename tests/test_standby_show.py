@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pxcontrol.app import load_show
 from pxcontrol.cli import cli
+from pxcontrol.loading import load_show
 from pxcontrol.problems import ShowInvalid
 from pxcontrol.standby import director_ports
 

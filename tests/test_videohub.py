@@ -15,7 +15,8 @@ import pytest
 from videohubwire import Videohub as WireClient
 from videohubwire import VideohubError
 
-from pxcontrol.app import App, load_show
+from pxcontrol.app import App
+from pxcontrol.loading import load_show
 from pxcontrol.module import ModuleStatus
 from pxcontrol.problems import ShowInvalid
 from pxcontrol.testing import Rig

@@ -25,7 +25,7 @@ from pxcontrol.events import Event
 from pxcontrol.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from pxcontrol.director import Director
+    from pxcontrol.control import ShowControl
 
 log = logging.getLogger("pxcontrol.web")
 
@@ -61,7 +61,7 @@ class Subscriber:
 
 
 class Feed:
-    def __init__(self, director: Director) -> None:
+    def __init__(self, director: ShowControl) -> None:
         self.director = director
         self.board = director.board
         self.subscribers: set[Subscriber] = set()

@@ -25,7 +25,7 @@ from pxcontrol.web.access import Access, TokenGate
 from pxcontrol.web.feed import Feed
 
 if TYPE_CHECKING:
-    from pxcontrol.director import Director
+    from pxcontrol.control import ShowControl
 
 STATIC = Path(__file__).parent / "static"
 BODY_LIMIT = 16 * 1024  # a button's request is a few dozen bytes
@@ -55,7 +55,7 @@ Body = TypeVar("Body", bound=Strict)
 class LiveSystemsPage:
     """The Starlette application the director serves."""
 
-    def __init__(self, director: Director, feed: Feed, access: Access) -> None:
+    def __init__(self, director: ShowControl, feed: Feed, access: Access) -> None:
         self.director = director
         self.feed = feed
         routes = [

@@ -21,7 +21,7 @@ from pxcontrol.web.feed import Feed
 from pxcontrol.web.routes import LiveSystemsPage
 
 if TYPE_CHECKING:
-    from pxcontrol.director import Director
+    from pxcontrol.control import ShowControl
 
 log = logging.getLogger("pxcontrol.web")
 
@@ -136,7 +136,7 @@ class _InTheDirectorsLoop(uvicorn.Server):
 class WebServer:
     """The Live Systems page on `director.bind`:`director.http_port`."""
 
-    def __init__(self, director: Director) -> None:
+    def __init__(self, director: ShowControl) -> None:
         self.director = director
         self.feed = Feed(director)
         self.access = Access(director.show.director.token)
