@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from pxcontrol.app import App
     from pxcontrol.backup import BackupManager
+    from pxcontrol.history import PerformanceHistory
     from pxcontrol.live import LiveSystems
     from pxcontrol.loading import LoadedShow
     from pxcontrol.show import ShowFile
@@ -30,6 +31,7 @@ class ShowControl(Protocol):
     store: StateStore  # the state folder
     supervisor: Supervisor  # long-lived work that must not stop silently
     standby: Standby | None  # with standby directors: who is in charge
+    history: PerformanceHistory  # the last ten minutes of every client's figures
 
     @property
     def show(self) -> ShowFile: ...

@@ -17,11 +17,13 @@ from pydantic import BaseModel
 from pxcontrol.address import DirectorAddress, write_address
 from pxcontrol.app import App
 from pxcontrol.backup import BackupManager
-from pxcontrol.detection import ClientState, Guard
+from pxcontrol.detection import HEARD, ClientState, Guard
 from pxcontrol.etcd import EtcdError, EtcdUnavailable
 from pxcontrol.events import Event
 from pxcontrol.health import LoopWatch
 from pxcontrol.heartbeat import Placement
+from pxcontrol.history import EVERY as HISTORY_EVERY
+from pxcontrol.history import Figures, PerformanceHistory
 from pxcontrol.live import LiveSystems
 from pxcontrol.loading import LoadedShow, load_show_async
 from pxcontrol.mapping import MappingRunner, mappings_of
@@ -31,7 +33,7 @@ from pxcontrol.problems import Severity, ShowInvalid
 from pxcontrol.reload import CANNOT_WATCH, ShowWatcher
 from pxcontrol.standby import Standby, director_ports
 from pxcontrol.state import REPLAYING, REPORTED, Intent, StateStore
-from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard
+from pxcontrol.status import ClientStatus, DirectorHealth, ShowStatus, StatusBoard, page_figures
 from pxcontrol.supervisor import Death, Supervisor
 from pxcontrol.tasks import cancel_and_wait
 from pxcontrol.web import WebServer
@@ -77,6 +79,7 @@ class Director:
         self.backup: BackupManager | None = None
         self.mappings = MappingRunner(self.app, mappings_of(show), self.store)
         self.board = StatusBoard(self)
+        self.history = PerformanceHistory()  # the last ten minutes of every client's figures
         # With [[directors]]: one of them, in charge only while it holds the etcd lease.
         self.standby: Standby | None = None
         self._bind: str | None = None
@@ -148,6 +151,7 @@ class Director:
             # Seen online before this start: silent from now on is a failure, not "dry".
             self.live.remember_seen(self._seen & {c.name for c in self.show.clients})
         self.supervisor.start("event loop watch", self.loop_watch.run)
+        self.supervisor.start("performance history", self._keep_history)
         osc_port = director.osc_port if self._osc_port is None else self._osc_port
         async with _listening(bind, osc_port, "osc_port"):
             await self.osc.start(bind, osc_port)
@@ -444,6 +448,24 @@ class Director:
         await cancel_and_wait(self.mappings.running, timeout=2.0)
         await self.app.stop()
         await self.store.close()
+
+    async def _keep_history(self) -> None:
+        """Every client's figures every HISTORY_EVERY seconds; an unheard client's as unknown,
+        so the timeline has no holes that would join a before and an after."""
+        while True:
+            await asyncio.sleep(HISTORY_EVERY)
+            live = self.live
+            names = {c.name for c in self.show.clients}
+            samples: list[tuple[str, Figures]] = []
+            for name in names:
+                seen = live.clients.get(name)
+                if seen is None or live.state(name) not in HEARD:
+                    samples.append((name, (None, None, None, None)))
+                    continue
+                f = page_figures(seen.cpu, seen.memory, seen.gpu, seen.extra)
+                samples.append((name, (f["cpu"], f["memory"], f["gpu"], f["fps"])))
+            self.history.keep_only(names)
+            self.history.sample(time.time(), samples)
 
     def status(self) -> ShowStatus:
         """The operator's view of the show now: OSC, the web page and the CLI show this.

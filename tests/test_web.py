@@ -555,3 +555,61 @@ def test_a_failed_client_is_red_with_its_check_and_counted(tmp_path, page: Page)
         for sender in senders:
             sender.stop()
         rig.close()
+
+
+def test_a_page_opened_later_shows_the_last_minutes_of_a_clients_figures(demo: Rig, page: Page):
+    # The director keeps them from the start: by the time the page opens there is history.
+    def history() -> dict:
+        with httpx.Client(timeout=5) as http:
+            return http.get(url(demo, "/api/history/Playout1")).json()
+
+    wait_for(lambda: history().get("ok") and sum(v is not None for v in history()["cpu"]) >= 2)
+    open_live(page, url(demo))
+    row(page, "Playout1").locator('[data-metric="cpu"]').click()
+    dialog = page.locator("#history")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#history-title")).to_have_text("Playout1: the last ten minutes")
+    cpu = dialog.locator('figure[data-metric="cpu"]')
+    assert int(cpu.get_attribute("data-points") or 0) >= 2, "samples from before the page opened"
+    expect(cpu.locator("path.line")).to_have_attribute("d", re.compile(r"^M.*L"))
+    # A client nobody declared: said plainly.
+    with httpx.Client(timeout=5) as http:
+        unknown = http.get(url(demo, "/api/history/Nobody"))
+    assert (
+        unknown.status_code == 404 and unknown.json()["message"] == "no client is called 'Nobody'"
+    )
+
+
+TABLETS = [(1024, 768, "landscape"), (768, 1024, "portrait")]
+
+
+@pytest.mark.parametrize(("width", "height", "held"), TABLETS, ids=[t[2] for t in TABLETS])
+def test_on_a_tablet_every_button_and_auto_switch_is_on_screen(
+    demo: Rig, browser: Browser, width: int, height: int, held: str, tmp_path
+):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        open_live(page, url(demo))
+        expect(row(page, "Playout1").locator(".c-auto .label")).to_have_text(re.compile("ON|OFF"))
+        # No sideways scrolling, of the page or of the clients' table.
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        scroll = page.locator("#clients-scroll")
+        assert scroll.evaluate("e => e.scrollWidth <= e.clientWidth"), "the table scrolls sideways"
+        # Every client with a backup (Backup1 has none: no buttons, no switch).
+        playout = row(page, "Playout1")
+        parts = [playout.locator(".switch"), playout.locator(".move"), playout.locator(".toggle")]
+
+        for part in parts:
+            box = part.bounding_box()
+            assert box is not None and box["width"] > 0, part
+            assert 0 <= box["x"] and box["x"] + box["width"] <= width, (part, box)
+            assert 0 <= box["y"] and box["y"] + box["height"] <= height, (part, box)
+        # The top bar keeps its counters.
+        for counter in ("#online-count", "#epoch", "#director-health"):
+            expect(page.locator(counter)).to_be_visible()
+        # What docs/images/live-systems-tablet-*.png show (copied from here by hand).
+        page.screenshot(path=str(tmp_path / f"live-systems-tablet-{held}.png"))
+    finally:
+        context.close()

@@ -61,6 +61,7 @@ class LiveSystemsPage:
         routes = [
             Route("/", self.page),
             Route("/api/status", self.status),
+            Route("/api/history/{client}", self.history),
             Route("/api/backup/switch", self.switch, methods=["POST"]),
             Route("/api/backup/move", self.move, methods=["POST"]),
             Route("/api/backup/auto", self.auto, methods=["POST"]),
@@ -79,6 +80,20 @@ class LiveSystemsPage:
         body = {"type": "status", "time": time.time(), "status": status.model_dump(mode="json")}
         text = json.dumps({**body, "calls": calls}, default=str)
         return Response(text, media_type="application/json")
+
+    async def history(self, request: Request) -> Response:
+        """One client's figures of the last ten minutes, oldest first (docs/web.md)."""
+        name = request.path_params["client"]
+        found = self.director.history.of(name)
+        if found is None:
+            known = self.director.show.client(name) is not None
+            message = (
+                f"no figures of {name} yet: the director samples every 2 s"
+                if known
+                else f"no client is called {name!r}"
+            )
+            return JSONResponse({"ok": False, "message": message}, status_code=404)
+        return JSONResponse({"ok": True, "client": name, **found})
 
     async def switch(self, request: Request) -> Response:
         body = await _read(request, SwitchRequest)

@@ -409,6 +409,10 @@ function makeRow(name) {
       <div class="why"></div>
     </td>`;
   $(".shield", row).innerHTML = SHIELD;
+  for (const cell of row.querySelectorAll(".c-metric")) {
+    cell.title = "the last ten minutes";
+    cell.addEventListener("click", () => showHistory(name));
+  }
   $(".switch", row).addEventListener("click", () => askSwitch(name));
   $(".move", row).addEventListener("click", () => askMove(name));
   return row;
@@ -701,6 +705,60 @@ function confirmDialog({ title, text, action, targets }) {
       { once: true },
     );
   });
+}
+
+// --- ten minutes of one client's figures, kept by the director ---
+
+const LABELS = { cpu: "CPU", memory: "Memory", gpu: "GPU", fps: "Frame rate" };
+
+async function showHistory(name) {
+  const dialog = $("#history");
+  setText($("#history-title"), `${name}: the last ten minutes`);
+  const charts = $("#history-charts");
+  charts.replaceChildren();
+  let answer;
+  try {
+    const response = await fetch(`/api/history/${encodeURIComponent(name)}`, { credentials: "same-origin" });
+    answer = await response.json();
+  } catch (error) {
+    answer = { ok: false, message: `the director did not answer (${error.message})` };
+  }
+  if (!answer.ok) {
+    setText($("#history-text"), answer.message);
+  } else {
+    const count = answer.cpu.length;
+    const minutes = (count * answer.every) / 60;
+    setText($("#history-text"), `${count} samples, one every ${answer.every} s: ${minutes.toFixed(1)} min back`);
+    for (const metric of ["cpu", "memory", "gpu", "fps"]) charts.append(historyChart(metric, answer[metric]));
+  }
+  if (!dialog.open) dialog.showModal();
+}
+
+function historyChart(metric, series) {
+  const figure = document.createElement("figure");
+  figure.className = "history";
+  figure.dataset.metric = metric;
+  const known = series.filter((v) => v != null);
+  const top = metric === "fps" ? Math.max(...known, 1) * 1.1 : 100;
+  const width = 300;
+  let path = "";
+  let pen = false;
+  series.forEach((value, i) => {
+    if (value == null) { pen = false; return; } // not heard then: a gap, not a line across it
+    const x = (i / Math.max(series.length - 1, 1)) * width;
+    const y = 40 - (Math.min(value, top) / top) * 40;
+    path += `${pen ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
+    pen = true;
+  });
+  const last = known.length ? formatFigure(metric, known[known.length - 1]) : "–";
+  const peak = known.length ? formatFigure(metric, Math.max(...known)) : "–";
+  figure.innerHTML = `<figcaption><b></b> <span class="mono"></span></figcaption>
+    <svg viewBox="0 0 ${width} 40" preserveAspectRatio="none"><path class="line"/></svg>`;
+  setText($("b", figure), LABELS[metric]);
+  setText($(".mono", figure), known.length ? `now ${last}, highest ${peak}` : "not reported");
+  $(".line", figure).setAttribute("d", path);
+  figure.dataset.points = String(known.length);
+  return figure;
 }
 
 async function post(path, body) {
