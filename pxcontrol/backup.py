@@ -587,7 +587,9 @@ class BackupManager:
             by=by,
             action=action,
         )
-        if refused.reason == "backup busy":
+        if refused.reason == "backup busy" and trigger == "auto":
+            # Nobody asked and nobody was answered: the show is exposed, so it is an alarm.
+            # An operator's refused command is answered to them and logged, not an alarm.
             self._emit("alarm", client=name, alarm="backup busy", message=refused.message)
         return Decision(False, refused.message, self.epoch, refused.reason)
 

@@ -647,6 +647,35 @@ def backup_auto(
     )
 
 
+alarms_cli = typer.Typer(help="The director's alarms, acknowledged once for every operator.")
+cli.add_typer(alarms_cli, name="alarms")
+
+
+@alarms_cli.command("acknowledge")
+def alarms_acknowledge(
+    up_to: Annotated[
+        int | None,
+        typer.Argument(
+            metavar="EVENT", help="acknowledge up to this event number; default: every one so far"
+        ),
+    ] = None,
+    show: ShowOpt = None,
+    director: DirectorOpt = None,
+    passcode: PasscodeOpt = None,
+) -> None:
+    """Acknowledge the alarms for every operator: no page shows them any more, and the
+    director says who did it (alarm.acknowledged)."""
+    args = () if up_to is None else (up_to,)
+    _answer(
+        _ask(
+            show,
+            director,
+            passcode,
+            lambda link: link.command("/pxcontrol/alarm/acknowledge", *args),
+        )
+    )
+
+
 # --- helpers ---
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from pxcontrol.acknowledged import Acknowledged, AlarmAcknowledgements
     from pxcontrol.app import App
     from pxcontrol.backup import BackupManager
     from pxcontrol.history import PerformanceHistory
@@ -32,6 +33,7 @@ class ShowControl(Protocol):
     supervisor: Supervisor  # long-lived work that must not stop silently
     standby: Standby | None  # with standby directors: who is in charge
     history: PerformanceHistory  # the last ten minutes of every client's figures
+    acknowledgements: AlarmAcknowledgements  # alarms acknowledged for every operator
 
     @property
     def show(self) -> ShowFile: ...
@@ -39,3 +41,5 @@ class ShowControl(Protocol):
     def health(self) -> DirectorHealth: ...
 
     def status(self) -> ShowStatus: ...
+
+    def acknowledge_alarms(self, seq: int | None, by: str) -> Acknowledged: ...

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from pxcontrol.acknowledged import Acknowledged, AlarmAcknowledgements
 from pxcontrol.address import DirectorAddress, write_address
 from pxcontrol.app import App
 from pxcontrol.backup import BackupManager
@@ -80,6 +81,8 @@ class Director:
         self.mappings = MappingRunner(self.app, mappings_of(show), self.store)
         self.board = StatusBoard(self)
         self.history = PerformanceHistory()  # the last ten minutes of every client's figures
+        # Alarms acknowledged once for every operator, kept beside the state.
+        self.acknowledgements = AlarmAcknowledgements(self.store.path.parent, self.app.emit)
         # With [[directors]]: one of them, in charge only while it holds the etcd lease.
         self.standby: Standby | None = None
         self._bind: str | None = None
@@ -113,6 +116,7 @@ class Director:
     async def start(self) -> None:
         self.store.alarm = self._store_alarm
         saved = await self.store.open()
+        await asyncio.to_thread(self.acknowledgements.load)
         self._seen = set(saved.seen)
         self.app.events.restore(saved.events)
         self.app.events.listen(self.board.listen)
@@ -447,7 +451,14 @@ class Director:
         await cancel_and_wait(self._retries)
         await cancel_and_wait(self.mappings.running, timeout=2.0)
         await self.app.stop()
+        await self.acknowledgements.close()
         await self.store.close()
+
+    def acknowledge_alarms(self, seq: int | None, by: str) -> Acknowledged:
+        """Acknowledge, for every operator, the alarms up to event `seq` (every one so far
+        when None); who did it (`by`) and when are kept and said in `alarm.acknowledged`."""
+        newest = self.app.events.last_seq
+        return self.acknowledgements.acknowledge(newest if seq is None else min(seq, newest), by)
 
     async def _keep_history(self) -> None:
         """Every client's figures every HISTORY_EVERY seconds; an unheard client's as unknown,

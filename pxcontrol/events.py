@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "backup.confirmed": "the client that plays a client's outputs now confirmed the decision",
     "backup.auto": "automatic backup was switched on or off for a client",
     "alarm": "something needs the operator (mass failure, backup busy, backup lost, …)",
+    "alarm.acknowledged": "an operator acknowledged the alarms up to an event, for everyone",
     "show.loaded": "the director started a show",
     "show.reloaded": "the show or a module file changed and the new version is live",
     "show.error": "a show or module file change was refused; the running show is unchanged",
@@ -59,6 +60,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "backup.confirmed": ("client", "plays_on", "epoch", "after", "alarmed"),
     "backup.auto": ("client", "on", "reason", "by"),
     "alarm": ("client", "alarm", "message"),
+    "alarm.acknowledged": ("up_to", "by"),
     "show.loaded": (
         "file", "clients", "modules", "mappings", "epoch", "restored", "heartbeat_port", "osc_port",
         "web_port",
@@ -84,7 +86,7 @@ SAMPLES: dict[str, Any] = {
     "restored": "", "heartbeat_port": 7401, "osc_port": 7400, "web_port": 7480, "module": "Log", "status": "ok", "source": "api", "mapping": "mappings[0]",
     "event_seq": 1, "ok": True, "actions": [], "level": "info",
     "seq": 1, "time": 0.0, "kind": "backup.activated",
-    "plays_on": "Backup1", "after": 0.012, "alarmed": False, "check": "process Pixera.exe",
+    "up_to": 1, "plays_on": "Backup1", "after": 0.012, "alarmed": False, "check": "process Pixera.exe",
     "director": "DirA", "active": "DirB", "address": "10.0.0.2:7400", "term": 7, "why": "",
 }  # fmt: skip
 
@@ -149,6 +151,11 @@ class EventLog:
 
     def __len__(self) -> int:
         return len(self._events)
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest event (0 before the first)."""
+        return self._events[-1].seq if self._events else 0
 
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self._events if e.kind == kind]

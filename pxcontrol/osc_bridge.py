@@ -139,6 +139,7 @@ class OscBridge:
             f"{PREFIX}/backup/switch": self._switch,
             f"{PREFIX}/backup/move": self._move,
             f"{PREFIX}/backup/auto": self._auto,
+            f"{PREFIX}/alarm/acknowledge": self._acknowledge,
             f"{PREFIX}/action": self._action,
         }
         self._open = {f"{PREFIX}/ping", f"{PREFIX}/connect"}  # no passcode needed
@@ -579,6 +580,17 @@ class OscBridge:
             peer, message.address, _decided(backup.set_auto(name, on, "osc", by=self._origin(peer)))
         )
 
+    def _acknowledge(self, message: OscMessage, peer: Peer) -> None:
+        """The alarms up to an event (default: every one so far), for every operator."""
+        params = message.params
+        if len(params) > 1 or (params and not _is_int(params[0])) or (params and params[0] < 0):
+            raise CommandError(
+                f"{message.address} takes nothing, or the event number (i) to go up to"
+            )
+        seq = params[0] if params else None
+        now = self.director.acknowledge_alarms(seq, self._origin(peer))
+        self._reply(peer, message.address, ok=f"alarms up to event {now.seq} acknowledged")
+
     def _action(self, message: OscMessage, peer: Peer) -> None:
         params = message.params  # python-osc makes a new list on each access
         if not params or not isinstance(params[0], str):
@@ -789,6 +801,8 @@ def pushes_for(event: Event) -> list[bytes]:
         return [build(f"{PREFIX}/action/failed", str(f.get("action")), str(f.get("message")))]
     if kind == "alarm":
         return [build(f"{PREFIX}/alarm", str(f.get("alarm", "")), str(f.get("message", "")))]
+    if kind == "alarm.acknowledged":
+        return [build(f"{PREFIX}/alarm/acknowledged", int(f.get("up_to", 0)), str(f.get("by", "")))]
     if kind in ("show.reloaded", "show.error"):
         return [build(f"{PREFIX}/show/{kind.split('.')[1]}", str(f.get("message", "")))]
     if kind == "director.active":

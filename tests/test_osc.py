@@ -305,3 +305,25 @@ def test_the_cli_finds_the_director_and_its_passcode_in_the_show(tmp_path):
         assert "the director refused the passcode: badpass" in wrong.stderr
     finally:
         rig.close()
+
+
+def test_alarms_are_acknowledged_for_everyone_over_osc_and_from_the_cli(rig: Rig, console: OscDump):
+    oscsend(rig, "/pxcontrol/subscribe", "i", str(console.port))
+    console.wait_line("/pxcontrol/reply/pxcontrol/subscribe")
+    assert rig.director is not None
+    newest = rig.director.events[-1]["seq"]
+    oscsend(rig, "/pxcontrol/alarm/acknowledge", "i", str(newest))
+    console.wait_line(
+        f'/pxcontrol/reply/pxcontrol/alarm/acknowledge ss "ok" "alarms up to event {newest}'
+    )
+    done = rig.director.wait_event("alarm.acknowledged", up_to=newest)
+    assert done["by"].startswith("osc udp 127.0.0.1:")
+    console.wait_line(f'/pxcontrol/alarm/acknowledged is {newest} "osc udp 127.0.0.1:')
+    oscsend(rig, "/pxcontrol/alarm/acknowledge", "s", "all")  # a typo is answered, not alarmed
+    console.wait_line('/pxcontrol/reply/pxcontrol/alarm/acknowledge ss "error"')
+    from .conftest import pxcontrol
+
+    cli = pxcontrol("alarms", "acknowledge", "--director", f"127.0.0.1:{rig.osc_port}")
+    assert cli.returncode == 0, cli.stderr
+    assert "alarms up to event" in cli.stdout and "acknowledged" in cli.stdout
+    rig.director.wait_event("alarm.acknowledged", after=done["seq"])

@@ -613,3 +613,52 @@ def test_on_a_tablet_every_button_and_auto_switch_is_on_screen(
         page.screenshot(path=str(tmp_path / f"live-systems-tablet-{held}.png"))
     finally:
         context.close()
+
+
+def test_alarms_are_acknowledged_once_for_every_operator_and_stay_so_after_a_restart(
+    demo: Rig, browser: Browser
+):
+    contexts = [browser.new_context(viewport={"width": 1500, "height": 900}) for _ in range(2)]
+    try:
+        first, second = (context.new_page() for context in contexts)
+        for page in (first, second):
+            page.set_default_timeout(10_000)
+            open_live(page, url(demo))
+        assert demo.director is not None
+        # An operator's refused command is answered to them and logged: not a red band.
+        with httpx.Client(timeout=5) as http:
+            refused = http.post(url(demo, "/api/backup/switch"), json={"client": "Backup1"})
+        assert refused.status_code == 409 and refused.json()["reason"] == "no backup"
+        expect(second.locator("#events")).to_contain_text("takeover of Backup1 refused")
+        expect(second.locator("#alarms")).to_be_hidden()
+        demo.agents["Playout1"].signal(signal.SIGKILL)
+        demo.director.wait_event("backup.activated", client="Playout1")
+        demo.agents["Backup1"].signal(signal.SIGKILL)  # the backup lost too: an alarm
+        demo.director.wait_event("alarm", alarm="backup lost")
+        for page in (first, second):
+            expect(page.locator("#alarms")).to_be_visible()
+        first.get_by_role("button", name="Acknowledge").click()
+        # For everyone: the other operator's page, too, and the event says who.
+        expect(second.locator("#alarms")).to_be_hidden()
+        done = demo.director.wait_event("alarm.acknowledged")
+        assert (
+            done["by"] == "127.0.0.1" and done["up_to"] >= demo.director.of_kind("alarm")[-1]["seq"]
+        )
+        expect(second.locator("#events")).to_contain_text("acknowledged for everyone by 127.0.0.1")
+        # A restart keeps it: a page opened afterwards shows the alarm in the log, not on top.
+        demo.start_agent("Playout1", "127.0.0.11")
+        demo.start_agent("Backup1", "127.0.0.21")
+        demo.director.wait_event("client.online", after=done["seq"], client="Backup1")
+        demo.director.signal(signal.SIGTERM)
+        demo.director.wait_exit()
+        director = demo.start_director()
+        director.wait_event("client.online", client="Backup1")
+        later = contexts[1].new_page()
+        open_live(later, url(demo))
+        expect(later.locator("#events")).to_contain_text("went offline while playing the outputs")
+        # (The restart may raise alarms of its own, e.g. the router's salvo it never saw
+        # confirmed: those are new. The acknowledged one is not shown again.)
+        expect(later.locator("#alarm-list")).not_to_contain_text("went offline while playing")
+    finally:
+        for context in contexts:
+            context.close()

@@ -111,7 +111,8 @@ class Feed:
             f'{{"type": "status", "time": {time.time()!r}, "status": {{"file": '
             f'{json.dumps(str(self.director.loaded.path))}, "epoch": {parts["epoch"]}, '
             f'"clients": [{rows}], "modules": {parts["modules"]}}}, "calls": {parts["calls"]}, '
-            f'"figures": {_dumps(figures)}, "director": {self._health()}}}'
+            f'"figures": {_dumps(figures)}, "director": {self._health()}, '
+            f'"acknowledged": {self.director.acknowledgements.now.model_dump_json()}}}'
         )
 
     def _health(self) -> str:

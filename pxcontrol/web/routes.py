@@ -44,6 +44,12 @@ class MoveRequest(Strict):
     target: str | None = Field(None, description="where they move; default the client itself")
 
 
+class AcknowledgeRequest(Strict):
+    seq: int | None = Field(
+        None, ge=0, description="acknowledge the alarms up to this event; default: all so far"
+    )
+
+
 class AutoRequest(Strict):
     client: str = Field(description="the playout client")
     on: StrictBool = Field(description="automatic backup on or off")
@@ -62,6 +68,7 @@ class LiveSystemsPage:
             Route("/", self.page),
             Route("/api/status", self.status),
             Route("/api/history/{client}", self.history),
+            Route("/api/alarms/acknowledge", self.acknowledge, methods=["POST"]),
             Route("/api/backup/switch", self.switch, methods=["POST"]),
             Route("/api/backup/move", self.move, methods=["POST"]),
             Route("/api/backup/auto", self.auto, methods=["POST"]),
@@ -80,6 +87,20 @@ class LiveSystemsPage:
         body = {"type": "status", "time": time.time(), "status": status.model_dump(mode="json")}
         text = json.dumps({**body, "calls": calls}, default=str)
         return Response(text, media_type="application/json")
+
+    async def acknowledge(self, request: Request) -> Response:
+        """The alarms acknowledged for every operator, as this page's operator asked."""
+        body = await _read(request, AcknowledgeRequest)
+        if isinstance(body, Response):
+            return body
+        now = self.director.acknowledge_alarms(body.seq, _by(request))
+        return JSONResponse(
+            {
+                "ok": True,
+                "message": f"alarms up to event {now.seq} acknowledged",
+                **now.model_dump(),
+            }
+        )
 
     async def history(self, request: Request) -> Response:
         """One client's figures of the last ten minutes, oldest first (docs/web.md)."""

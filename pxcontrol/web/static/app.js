@@ -10,6 +10,16 @@ const HISTORY = 60; // sparkline samples per figure (30 s at two a second)
 const SAMPLE_MS = 500;
 const EVENTS_KEPT = 500;
 const ALARM_KINDS = new Set(["alarm", "backup.failed", "action.failed"]);
+
+// What needs every operator: alarms, and the failures nobody was told of. An operator's own
+// refused command (a takeover refused, an action that failed from OSC, the CLI or this page)
+// was answered to whoever sent it: it is in the event log, not in the red band.
+function isAlarm(event) {
+  if (event.kind === "alarm") return true;
+  if (event.kind === "backup.failed") return event.trigger === "auto" || event.trigger === undefined;
+  if (event.kind === "action.failed") return event.on !== ""; // from a mapping (older: no field)
+  return false;
+}
 const RETRY_MS = [250, 500, 1000, 2000]; // then every 2 s until the director is back
 const ROW_HEIGHT = 56; // px, fixed: the table is virtualised (see style.css)
 const GROUP_HEIGHT = 30;
@@ -44,7 +54,7 @@ const page = {
   layoutDue: false,
   drawDue: false,
   alarms: [], // alarm-kind events, oldest first
-  ackKey: "",
+  acknowledged: { seq: 0, by: "", at: 0 }, // the director's: alarms up to seq, for everyone
 };
 
 // --- the connection ---
@@ -126,8 +136,9 @@ function receive(message) {
 
 // --- the show's state, as the director sends it ---
 
-function applyStatus({ status, calls, figures, director }) {
+function applyStatus({ status, calls, figures, director, acknowledged }) {
   renderHealth(director);
+  if (acknowledged) page.acknowledged = acknowledged;
   page.status = { file: status.file, epoch: status.epoch, modules: status.modules };
   page.clients = new Map(status.clients.map((c) => [c.name, c]));
   page.order = new Map(status.clients.map((c, i) => [c.name, i]));
@@ -138,11 +149,7 @@ function applyStatus({ status, calls, figures, director }) {
   $("#show-file").textContent = file.slice(-2).join("/");
   $("#show-file").title = status.file;
   $("#epoch").textContent = status.epoch;
-  const key = `pxcontrol.ack.${status.file}`;
-  if (page.ackKey !== key) {
-    page.ackKey = key;
-    renderAlarms();
-  }
+  renderAlarms();
   page.drawn.clear();
   renderModules(status.modules);
   renderCalls(calls);
@@ -857,8 +864,12 @@ function addEvents(events, fresh = true) {
   if (added.length) setTimeout(() => added.forEach((item) => item.classList.remove("fresh")), FRESH_MS);
   let alarmed = false;
   for (const event of events) {
-    if (ALARM_KINDS.has(event.kind)) {
+    if (isAlarm(event)) {
       page.alarms.push(event);
+      alarmed = true;
+    } else if (event.kind === "alarm.acknowledged" && event.up_to > page.acknowledged.seq) {
+      // Acknowledged by an operator somewhere (this page, another, OSC, the CLI): for all.
+      page.acknowledged = { seq: event.up_to, by: event.by, at: event.time };
       alarmed = true;
     }
   }
@@ -928,6 +939,8 @@ function describe(e) {
       return `automatic backup for ${e.client} ${e.on ? "on" : "off"} (${e.reason}${by})`;
     case "alarm":
       return e.message;
+    case "alarm.acknowledged":
+      return `alarms up to #${e.up_to} acknowledged for everyone by ${e.by || "an operator"}`;
     case "action.failed":
       return `${e.action}: ${e.message}`;
     case "mapping.done":
@@ -951,7 +964,7 @@ function describe(e) {
 }
 
 function acknowledged() {
-  return Number(localStorage.getItem(page.ackKey) || 0);
+  return page.acknowledged.seq;
 }
 
 // Alarms of one kind and reason that come together (a mass failure raises one per client) are
@@ -1034,10 +1047,14 @@ function tickClock() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("#ack").addEventListener("click", () => {
+  $("#ack").addEventListener("click", async () => {
+    // For every operator: the director keeps it, and every page hears alarm.acknowledged.
     const last = page.alarms.length ? page.alarms[page.alarms.length - 1].seq : 0;
-    localStorage.setItem(page.ackKey, String(last));
-    renderAlarms();
+    const answer = await post("/api/alarms/acknowledge", { seq: last });
+    if (answer.ok && answer.seq > page.acknowledged.seq) {
+      page.acknowledged = { seq: answer.seq, by: answer.by, at: answer.at };
+      renderAlarms();
+    }
   });
   for (const control of ["#search", "#state-filter", "#role-filter", "#group"]) {
     $(control).addEventListener("input", () => {
