@@ -17,7 +17,7 @@ import aiosc
 import psutil
 import pytest
 
-from pxcontrol.checks import Check, CheckSettings
+from pxcontrol.checks import Check, CheckFailed, CheckSettings
 from pxcontrol.checks.kinds import BUILTIN, CheckKinds, builtin_kinds
 from pxcontrol.checks.risefall import RiseFall
 from pxcontrol.checks.runner import Checks
@@ -312,6 +312,46 @@ async def test_a_plugin_probe_that_raises_is_a_failure_with_its_words():
         await async_wait_for(lambda: told.changes, what="the check to fail")
         assert told.changes[0][2] == "KeyError: 'boom'"
     finally:
+        await checks.close()
+
+
+class Watched(Check):
+    """A check whose probe waits to be let go, and whose watched thing the test can end."""
+
+    kind = "watched"
+    gate: asyncio.Event
+    probing: asyncio.Event
+    alive = True
+
+    class Settings(CheckSettings):
+        watched: str
+
+    async def probe(self) -> None:
+        alive = Watched.alive  # what the probe saw as it began
+        Watched.probing.set()
+        await Watched.gate.wait()
+        if not alive:
+            raise CheckFailed("gone")
+
+
+async def test_a_probe_that_began_before_an_exit_never_counts_as_a_recovery():
+    Watched.gate, Watched.probing = asyncio.Event(), asyncio.Event()
+    checks, told = await run_checks(
+        [{"watched": "player", "interval": 0.01, "fall": 1, "rise": 1, "timeout": 5.0}], Watched
+    )
+    try:
+        await Watched.probing.wait()  # a probe under way, begun while it ran: "healthy"
+        Watched.alive = False
+        checks.running[0].check.context.ended("process 'player' (pid 1) exited")
+        exited = ("watched player", "failed", "process 'player' (pid 1) exited")
+        assert told.changes == [exited]
+        Watched.gate.set()  # the probe from before the exit answers "healthy" now
+        await async_wait_for(lambda: checks.running[0].probes >= 3, what="later probes")
+        # With rise 1 that stale answer would have been a recovery; it is not one.
+        assert told.changes == [exited]
+    finally:
+        Watched.alive = True
+        Watched.gate.set()
         await checks.close()
 
 

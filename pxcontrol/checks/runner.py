@@ -46,6 +46,7 @@ class Running:
     state: RiseFall
     task: asyncio.Task[None] | None = None
     probes: int = 0
+    ends: int = 0  # times the watched thing ended for certain (a process exit)
 
 
 class Checks:
@@ -149,9 +150,12 @@ class Checks:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
+            ends = run.ends
             message = await self._probe(run)
             run.probes += 1
-            if message is None:
+            if run.ends != ends:
+                pass  # it ended during this probe: a success it saw is from before the end
+            elif message is None:
                 self._tell(run, run.state.passed())
             else:
                 self._tell(run, run.state.failed(message))
@@ -201,6 +205,7 @@ class Checks:
         self._tell(run, run.state.failed_now(f"the check stopped: {error!r}"))
 
     def _ended(self, run: Running, message: str) -> None:
+        run.ends += 1
         self._tell(run, run.state.failed_now(message))
 
     def _tell(self, run: Running, change: Change | None) -> None:
