@@ -281,7 +281,19 @@ class Demo:
             return
         if kind == "module.status":
             return
-        skip = {"seq", "time", "kind", "_seen", "ip", "unmatched", "epoch", "by"}
+        # `trigger` and `refusal` repeat `reason` (the contract's name) under their own names.
+        skip = {
+            "seq",
+            "time",
+            "kind",
+            "_seen",
+            "ip",
+            "unmatched",
+            "epoch",
+            "by",
+            "trigger",
+            "refusal",
+        }
         detail = " ".join(
             f"{k}={v}" for k, v in event.items() if k not in skip and v not in ("", [])
         )
