@@ -267,8 +267,7 @@ def demo(
         typer.Option(help="the Live Systems page's port (default 7480, else a free one)"),
     ] = None,
 ) -> None:
-    """Run the demo show on this machine: director, two agents, media servers and a router
-    emulator, as real processes."""
+    """Run the demo show here: director, two agents, media servers, router emulator."""
     from pxcontrol.demo import run_demo
 
     run_demo(out, scripted, osc_port=osc_port, http_port=http_port)

@@ -52,6 +52,8 @@ class KeptFile:
                 await asyncio.to_thread(_write_whole, self.path, text)
             except OSError as exc:
                 log.warning("cannot keep %s in %s: %s", self.what, self.path, exc)
+            except Exception:  # never a writer that ends unseen: the next save starts one
+                log.exception("keeping %s in %s failed", self.what, self.path)
 
 
 def _write_whole(path: Path, text: str) -> None:
